@@ -1,0 +1,279 @@
+"""Typed specs of the four resources (group autodetect.dev, version v1alpha1).
+
+Field names are the resources' own (camelCase), so a model dumps to exactly what `kubectl get -o yaml`
+shows; the CRDs are generated from these models."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+GROUP, VERSION = "autodetect.dev", "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Open(BaseModel):
+    """Pod-level settings passed through to Kubernetes as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ObjectMeta(Open):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    namespace: str | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class Condition(Strict):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    lastTransitionTime: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    observedGeneration: int | None = None
+
+
+# --- DetectionExperiment ---------------------------------------------------------------
+
+class DatasetRef(Strict):
+    uri: str = Field(min_length=1)
+
+
+class DatasetSpec(Strict):
+    training: DatasetRef
+    validation: DatasetRef | None = None
+    validationSplit: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class SamplingSpec(Strict):
+    algorithm: Literal["random", "grid", "bayesian"] = "random"
+    seed: int | None = None
+
+
+class EarlyTerminationSpec(Strict):
+    policy: Literal["none", "bandit", "median_stopping", "truncation_selection"] = "none"
+    evaluationInterval: int = Field(1, ge=1)
+    delayEvaluation: int = Field(0, ge=0)
+    slackFactor: float | None = Field(None, gt=0)
+    slackAmount: float | None = Field(None, gt=0)
+    truncationPercentage: int | None = Field(None, ge=1, le=99)
+    excludeFinishedJobs: bool = False
+
+    @model_validator(mode="after")
+    def _policy_settings(self) -> "EarlyTerminationSpec":
+        if self.policy == "bandit" and (self.slackFactor is None) == (self.slackAmount is None):
+            raise ValueError("bandit takes exactly one of slackFactor or slackAmount")
+        if self.policy == "truncation_selection" and self.truncationPercentage is None:
+            raise ValueError("truncation_selection needs truncationPercentage")
+        return self
+
+
+class LimitsSpec(Strict):
+    maxTrials: int = Field(1, ge=1)
+    maxConcurrentTrials: int = Field(1, ge=1)
+    maxFailedTrials: int = Field(3, ge=0)
+    timeoutMinutes: float | None = Field(None, gt=0)
+    trialTimeoutMinutes: float | None = Field(None, gt=0)
+
+
+class TrialTemplate(Open):
+    image: str = "autodetect-trainer:0.1.0"
+
+
+class ArtifactsSpec(Strict):
+    uri: str = "file://./runs/artifacts/"
+
+
+class ExperimentSpec(Strict):
+    dataset: DatasetSpec
+    primaryMetric: str = "mean_average_precision"
+    objective: Literal["maximize", "minimize"] = "maximize"
+    searchSpace: list[dict[str, Any]] = Field(min_length=1)
+    sampling: SamplingSpec = SamplingSpec()
+    earlyTermination: EarlyTerminationSpec = EarlyTerminationSpec()
+    limits: LimitsSpec = LimitsSpec()
+    trialTemplate: TrialTemplate = TrialTemplate()
+    artifacts: ArtifactsSpec = ArtifactsSpec()
+
+    @field_validator("searchSpace")
+    @classmethod
+    def _parse_search_space(cls, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from autodetect.errors import SpecError
+        from autodetect.tuning.space import parse_search_space
+
+        try:
+            parse_search_space(blocks)
+        except SpecError as exc:  # keep the block and key it names, e.g. "[1].learning_rate"
+            raise PydanticCustomError("search_space", "{reason}", {"field": exc.field, "reason": exc.reason}) from None
+        return blocks
+
+
+class TrialCounts(Strict):
+    total: int = 0
+    running: int = 0
+    succeeded: int = 0
+    pruned: int = 0
+    failed: int = 0
+
+
+class BestTrial(Strict):
+    name: str
+    metric: float
+    hyperparameters: dict[str, Any]
+    artifactUri: str | None = None
+
+
+class ExperimentStatus(Strict):
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] = "Pending"
+    conditions: list[Condition] = []
+    trials: TrialCounts = TrialCounts()
+    bestTrial: BestTrial | None = None
+    model: str | None = None
+    message: str = ""
+    startTime: datetime | None = None
+    completionTime: datetime | None = None
+
+
+# --- DetectionTrial ----------------------------------------------------------------
+
+class TrialSpec(Strict):
+    experiment: str
+    hyperparameters: dict[str, Any]
+    attempt: int = Field(0, ge=0)
+    stop: bool = False
+    dataset: DatasetSpec
+    primaryMetric: str = "mean_average_precision"
+    artifacts: ArtifactsSpec = ArtifactsSpec()
+
+
+class EpochMetrics(Strict):
+    epoch: int = Field(ge=1)
+    metrics: dict[str, Any]
+
+
+TrialPhase = Literal["Pending", "Running", "Succeeded", "Pruned", "Failed"]
+
+
+class TrialStatus(Strict):
+    phase: TrialPhase = "Pending"
+    conditions: list[Condition] = []
+    epochs: list[EpochMetrics] = []
+    finalMetric: float | None = None
+    artifactUri: str | None = None
+    message: str = ""
+    startTime: datetime | None = None
+    completionTime: datetime | None = None
+
+
+# --- DetectionModel ------------------------------------------------------------------
+
+class Lineage(Strict):
+    experiment: str | None = None
+    trial: str | None = None
+    hyperparameters: dict[str, Any] = {}
+
+
+class ModelSpec(Strict):
+    artifactUri: str
+    format: Literal["ultralytics", "torchvision", "onnx"]
+    classes: list[str] = Field(min_length=1)
+    inputSize: dict[str, int] = {}
+    metrics: dict[str, Any] = {}
+    lineage: Lineage = Lineage()
+
+
+class ModelStatus(Strict):
+    conditions: list[Condition] = []
+
+
+# --- DetectionDeployment -------------------------------------------------------------
+
+class ModelSelector(Strict):
+    experimentRef: str | None = None
+    modelRef: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ModelSelector":
+        if (self.experimentRef is None) == (self.modelRef is None):
+            raise ValueError("give exactly one of experimentRef or modelRef")
+        return self
+
+
+class Replicas(Strict):
+    min: int = Field(1, ge=1)
+    max: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Replicas":
+        if self.max < self.min:
+            raise ValueError("max must be at least min")
+        return self
+
+
+class Autoscaling(Strict):
+    targetCPUUtilizationPercentage: int = Field(70, ge=1, le=100)
+
+
+class AuthSpec(Strict):
+    enabled: bool = True
+
+
+class DeploymentSpec(Strict):
+    model: ModelSelector
+    replicas: Replicas = Replicas()
+    autoscaling: Autoscaling = Autoscaling()
+    resources: dict[str, Any] = {}
+    auth: AuthSpec = AuthSpec()
+    image: str = "autodetect-serving:0.1.0"
+
+
+class DeploymentStatus(Strict):
+    conditions: list[Condition] = []
+    url: str | None = None
+    readyReplicas: int = 0
+    servingModel: str | None = None
+
+
+# --- the resources ---------------------------------------------------------------------
+
+class _Resource(Strict):
+    apiVersion: Literal["autodetect.dev/v1alpha1"] = API_VERSION
+    metadata: ObjectMeta
+
+
+class DetectionExperiment(_Resource):
+    kind: Literal["DetectionExperiment"] = "DetectionExperiment"
+    spec: ExperimentSpec
+    status: ExperimentStatus = ExperimentStatus()
+
+
+class DetectionTrial(_Resource):
+    kind: Literal["DetectionTrial"] = "DetectionTrial"
+    spec: TrialSpec
+    status: TrialStatus = TrialStatus()
+
+
+class DetectionModel(_Resource):
+    kind: Literal["DetectionModel"] = "DetectionModel"
+    spec: ModelSpec
+    status: ModelStatus = ModelStatus()
+
+
+class DetectionDeployment(_Resource):
+    kind: Literal["DetectionDeployment"] = "DetectionDeployment"
+    spec: DeploymentSpec
+    status: DeploymentStatus = DeploymentStatus()
+
+
+KINDS: dict[str, type[_Resource]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (DetectionExperiment, DetectionTrial, DetectionModel, DetectionDeployment)
+}

@@ -1,0 +1,46 @@
+"""The `autodetect` command. Each area registers its own subcommands (a `register(subparsers)`
+in its commands module) and imports its heavy dependencies only when its command runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from autodetect import __version__
+from autodetect.errors import AutodetectError
+
+COMMAND_MODULES = (
+    "autodetect.data.commands",  # convert, dataset {stats,synth,validate}, visualize
+    "autodetect.trainer.commands",  # train
+    "autodetect.local.commands",  # run
+    "autodetect.serving.commands",  # serve, predict, export
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autodetect", description="AutoML for object detection")
+    parser.add_argument("--version", action="version", version=f"autodetect {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except AutodetectError as exc:
+        print(f"autodetect: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autodetect: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The data set as Azure AutoML writes it: JSONL, one image a line, normalised boxes.
+
+Reading validates every line and reports each bad one with its file, line number and reason;
+nothing is silently dropped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from autodetect.errors import DataError
+
+
+@dataclass(frozen=True)
+class Box:
+    label: str
+    top_x: float
+    top_y: float
+    bottom_x: float
+    bottom_y: float
+    is_crowd: bool = False
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "topX": self.top_x, "topY": self.top_y,
+                "bottomX": self.bottom_x, "bottomY": self.bottom_y, "isCrowd": int(self.is_crowd)}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    image_url: str  # as written in the JSONL (relative to its folder unless absolute)
+    path: Path  # resolved local path
+    width: int | None
+    height: int | None
+    format: str | None
+    boxes: tuple[Box, ...]
+
+    def to_json(self) -> dict:
+        details = {k: v for k, v in (("format", self.format), ("width", self.width), ("height", self.height)) if v is not None}
+        return {"image_url": self.image_url, "image_details": details, "label": [b.to_json() for b in self.boxes]}
+
+
+@dataclass
+class Dataset:
+    records: list[ImageRecord]
+    source: str = ""  # the file it was read from, for messages
+    classes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            self.classes = sorted({b.label for r in self.records for b in r.boxes})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def fingerprint(self) -> str:
+        """A content hash of the annotations (not the pixels): same lines, same fingerprint."""
+        digest = hashlib.sha256()
+        for record in self.records:
+            digest.update(json.dumps(record.to_json(), sort_keys=True).encode())
+        return "sha256:" + digest.hexdigest()[:16]
+
+
+def _number(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def parse_box(raw: object, index: int) -> Box:
+    if not isinstance(raw, dict):
+        raise ValueError(f"label[{index}] must be an object")
+    missing = [k for k in ("label", "topX", "topY", "bottomX", "bottomY") if k not in raw]
+    if missing:
+        raise ValueError(f"label[{index}] is missing {', '.join(missing)}")
+    coords = [_number(raw[k], f"label[{index}].{k}") for k in ("topX", "topY", "bottomX", "bottomY")]
+    if any(not 0.0 <= c <= 1.0 for c in coords):
+        raise ValueError(f"label[{index}] coordinates {coords} are outside [0, 1]")
+    if coords[0] >= coords[2] or coords[1] >= coords[3]:
+        raise ValueError(f"label[{index}] is inverted or empty (topX < bottomX and topY < bottomY required)")
+    label = raw["label"]
+    if not isinstance(label, str) or not label:
+        raise ValueError(f"label[{index}].label must be a non-empty string")
+    return Box(label, *coords, is_crowd=bool(raw.get("isCrowd", 0)))
+
+
+def resolve_image_path(image_url: str, root: Path) -> Path:
+    """An image_url relative to the JSONL's folder (or absolute inside it); escaping the root is refused."""
+    if "://" in image_url and not image_url.startswith("file://"):
+        raise ValueError(f"image_url {image_url!r}: only local paths are read here")
+    raw = Path(image_url.removeprefix("file://"))
+    path = (raw if raw.is_absolute() else root / raw).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValueError(f"image_url {image_url!r} escapes the data set root {root}")
+    return path
+
+
+def parse_line(text: str, root: Path, check_images: bool = True) -> ImageRecord:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"bad JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("a line must be a JSON object")
+    image_url = obj.get("image_url")
+    if not isinstance(image_url, str) or not image_url:
+        raise ValueError("image_url is missing or not a string")
+    labels = obj.get("label", [])
+    if not isinstance(labels, list):
+        raise ValueError("label must be a list of boxes")
+    boxes = tuple(parse_box(raw, i) for i, raw in enumerate(labels))
+    details = obj.get("image_details") or {}
+    if not isinstance(details, dict):
+        raise ValueError("image_details must be an object")
+    path = resolve_image_path(image_url, root)
+    width, height, fmt = details.get("width"), details.get("height"), details.get("format")
+    if check_images:
+        from autodetect.data.images import read_size
+
+        width, height, fmt = read_size(path)
+    return ImageRecord(image_url, path, _int_or_none(width), _int_or_none(height), fmt, boxes)
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, str):
+        value = value.removesuffix("px")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def read_jsonl(path: str | Path, check_images: bool = True) -> Dataset:
+    """Read and validate a JSONL data set; every bad line is reported, not only the first."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such file", file=str(path))
+    root, records, errors = path.parent, [], []
+    with path.open(encoding="utf-8") as fh:
+        for number, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                records.append(parse_line(text, root, check_images))
+            except (ValueError, DataError) as exc:
+                errors.append(DataError(getattr(exc, "reason", str(exc)), file=str(path), line=number))
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        listed = "\n".join(f"  {e}" for e in errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
+        raise DataError(f"{len(errors)} bad lines:\n{listed}", file=str(path))
+    if not records:
+        raise DataError("the data set has no images", file=str(path))
+    return Dataset(records, source=str(path))
+
+
+def write_jsonl(records: Iterable[ImageRecord], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record.to_json()) + "\n")
+    return path
