@@ -115,6 +115,18 @@ class ExperimentSpec(Strict):
             raise PydanticCustomError("search_space", "{reason}", {"field": exc.field, "reason": exc.reason}) from None
         return blocks
 
+    @model_validator(mode="after")
+    def _space_fits_sampling(self) -> "ExperimentSpec":  # e.g. grid refuses a continuous range
+        from autodetect.errors import SpecError
+        from autodetect.tuning.space import parse_search_space, validate_for_algorithm
+
+        try:
+            validate_for_algorithm(parse_search_space(self.searchSpace), self.sampling.algorithm)
+        except SpecError as exc:
+            field = f".searchSpace{exc.field}"
+            raise PydanticCustomError("search_space", "{reason}", {"field": field, "reason": exc.reason}) from None
+        return self
+
 
 class TrialCounts(Strict):
     total: int = 0
