@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from autodetect.errors import DataError
+from autodetect.errors import DataError, ImageError
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Box:
 @dataclass(frozen=True)
 class ImageRecord:
     image_url: str  # as written in the JSONL (relative to its folder unless absolute)
-    path: Path  # resolved local path
+    path: Path  # absolute local path
     width: int | None
     height: int | None
     format: str | None
@@ -91,13 +92,14 @@ def resolve_image_path(image_url: str, root: Path) -> Path:
     if "://" in image_url and not image_url.startswith("file://"):
         raise ValueError(f"image_url {image_url!r}: only local paths are read here")
     raw = Path(image_url.removeprefix("file://"))
-    path = (raw if raw.is_absolute() else root / raw).resolve()
-    if not path.is_relative_to(root.resolve()):
+    # Lexical, not resolve(): a symlinked images folder the owner made is fine; "../" in the line is not.
+    path = Path(os.path.abspath(raw if raw.is_absolute() else root / raw))
+    if not path.is_relative_to(os.path.abspath(root)):
         raise ValueError(f"image_url {image_url!r} escapes the data set root {root}")
     return path
 
 
-def parse_line(text: str, root: Path, check_images: bool = True) -> ImageRecord:
+def parse_line(text: str, root: Path, check_images: bool = True, decode: bool = False) -> ImageRecord:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -116,10 +118,12 @@ def parse_line(text: str, root: Path, check_images: bool = True) -> ImageRecord:
         raise ValueError("image_details must be an object")
     path = resolve_image_path(image_url, root)
     width, height, fmt = details.get("width"), details.get("height"), details.get("format")
-    if check_images:
-        from autodetect.data.images import read_size
+    if check_images or decode:
+        from autodetect.data.images import load_rgb, read_size
 
         width, height, fmt = read_size(path)
+        if decode:  # every pixel, so truncated or corrupt data is found now rather than mid-training
+            load_rgb(path)
     return ImageRecord(image_url, path, _int_or_none(width), _int_or_none(height), fmt, boxes)
 
 
@@ -132,8 +136,11 @@ def _int_or_none(value: object) -> int | None:
         return None
 
 
-def read_jsonl(path: str | Path, check_images: bool = True) -> Dataset:
-    """Read and validate a JSONL data set; every bad line is reported, not only the first."""
+def read_jsonl(path: str | Path, check_images: bool = True, decode: bool = False) -> Dataset:
+    """Read and validate a JSONL data set; every bad line is reported, not only the first.
+
+    check_images reads each image's header (exists, is an image, size within the pixel limit);
+    decode also decodes every pixel (finds truncated files; slower)."""
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", file=str(path))
@@ -143,8 +150,8 @@ def read_jsonl(path: str | Path, check_images: bool = True) -> Dataset:
             if not text.strip():
                 continue
             try:
-                records.append(parse_line(text, root, check_images))
-            except (ValueError, DataError) as exc:
+                records.append(parse_line(text, root, check_images, decode))
+            except (ValueError, DataError, ImageError) as exc:
                 errors.append(DataError(getattr(exc, "reason", str(exc)), file=str(path), line=number))
     if errors:
         if len(errors) == 1:
