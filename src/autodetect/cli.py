@@ -12,6 +12,7 @@ from autodetect import __version__
 from autodetect.errors import AutodetectError
 
 COMMAND_MODULES = (
+    "autodetect.api.commands",  # crds
     "autodetect.data.commands",  # convert, dataset {stats,synth,validate}, visualize
     "autodetect.trainer.commands",  # train
     "autodetect.local.commands",  # run

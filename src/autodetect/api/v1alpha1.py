@@ -262,24 +262,33 @@ class _Resource(Strict):
 
 
 class DetectionExperiment(_Resource):
+    """An AutoML sweep over detectors and hyperparameters: trials sampled from a search space, pruned
+    early, the best registered as a DetectionModel."""
+
     kind: Literal["DetectionExperiment"] = "DetectionExperiment"
     spec: ExperimentSpec
     status: ExperimentStatus = ExperimentStatus()
 
 
 class DetectionTrial(_Resource):
+    """One training run of an experiment with sampled hyperparameters; made by the operator."""
+
     kind: Literal["DetectionTrial"] = "DetectionTrial"
     spec: TrialSpec
     status: TrialStatus = TrialStatus()
 
 
 class DetectionModel(_Resource):
+    """A trained detector: its artifact, format, classes, metrics and lineage."""
+
     kind: Literal["DetectionModel"] = "DetectionModel"
     spec: ModelSpec
     status: ModelStatus = ModelStatus()
 
 
 class DetectionDeployment(_Resource):
+    """An autoscaled, authenticated HTTP endpoint serving a DetectionModel (or an experiment's best)."""
+
     kind: Literal["DetectionDeployment"] = "DetectionDeployment"
     spec: DeploymentSpec
     status: DeploymentStatus = DeploymentStatus()
