@@ -84,7 +84,7 @@ def _record(tmp_path: Path, *boxes: Box, name: str = "a.png") -> ImageRecord:
 
 def test_label_lines_are_yolo_txt_without_crowd_boxes(tmp_path):
     record = _record(tmp_path, Box("cat", 0.1, 0.2, 0.5, 0.6), Box("dog", 0.0, 0.0, 1.0, 1.0, is_crowd=True))
-    assert label_lines(record, {"dog": 0, "cat": 1}, "x.jsonl") == ["1 0.300000 0.400000 0.400000 0.400000"]
+    assert label_lines(record, {"dog": 0, "cat": 1}, "x.jsonl") == ["1 0.3 0.4 0.4 0.4"]
     with pytest.raises(DataError, match="'cat' is not one of"):
         label_lines(record, {"dog": 0}, "x.jsonl")
 

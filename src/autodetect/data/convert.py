@@ -381,6 +381,13 @@ def _number_text(value: float) -> str:
     return f"{value:.{DECIMALS + 1}f}".rstrip("0").rstrip(".") or "0"  # a centre needs one more decimal
 
 
+def yolo_label_line(box: Box, class_id: int) -> str:
+    """One YOLO txt line: class cx cy w h, normalised."""
+    values = ((box.top_x + box.bottom_x) / 2, (box.top_y + box.bottom_y) / 2,
+              box.bottom_x - box.top_x, box.bottom_y - box.top_y)
+    return " ".join([str(class_id), *map(_number_text, values)])
+
+
 def write_yolo(dataset: Dataset, out_dir: Path, images: str = "none") -> Path:
     """labels/<image path>.txt and data.yaml under out_dir, image paths taken relative to the folder
     that holds all the images. images="link" or "copy" also puts the images in out_dir/images, which
@@ -394,12 +401,8 @@ def write_yolo(dataset: Dataset, out_dir: Path, images: str = "none") -> Path:
     crowd = 0
     for record in dataset.records:
         relative = record.path.relative_to(common)
-        lines = []
-        for box in record.boxes:
-            crowd += box.is_crowd
-            values = ((box.top_x + box.bottom_x) / 2, (box.top_y + box.bottom_y) / 2,
-                      box.bottom_x - box.top_x, box.bottom_y - box.top_y)
-            lines.append(" ".join([str(ids[box.label]), *map(_number_text, values)]))
+        crowd += sum(box.is_crowd for box in record.boxes)
+        lines = [yolo_label_line(box, ids[box.label]) for box in record.boxes]
         target = out_dir / "labels" / relative.with_suffix(".txt")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("".join(line + "\n" for line in lines), encoding="utf-8")

@@ -49,6 +49,7 @@ from ultralytics.utils.nms import non_max_suppression  # noqa: E402
 from ultralytics.utils.ops import scale_boxes  # noqa: E402
 from ultralytics.utils.torch_utils import intersect_dicts  # noqa: E402
 
+from autodetect.data.convert import yolo_label_line  # noqa: E402
 from autodetect.data.dataset import Dataset, ImageRecord  # noqa: E402
 from autodetect.errors import DataError, SpecError, WeightsUnavailable  # noqa: E402
 from autodetect.models.base import Detection, Detector, EpochHook, PredictOptions  # noqa: E402
@@ -126,9 +127,7 @@ def label_lines(record: ImageRecord, class_index: dict[str, int], source: str) -
         if box.label not in class_index:
             raise DataError(f"{record.image_url}: label {box.label!r} is not one of the model's classes "
                             f"{sorted(class_index)}", file=source)
-        cx, cy = (box.top_x + box.bottom_x) / 2, (box.top_y + box.bottom_y) / 2
-        w, h = box.bottom_x - box.top_x, box.bottom_y - box.top_y
-        lines.append(f"{class_index[box.label]} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+        lines.append(yolo_label_line(box, class_index[box.label]))
     return lines
 
 
