@@ -47,12 +47,17 @@ from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel, torch_safe_load  # noqa: E402
 from ultralytics.utils.nms import non_max_suppression  # noqa: E402
 from ultralytics.utils.ops import scale_boxes  # noqa: E402
+from ultralytics.utils import torch_utils  # noqa: E402
 from ultralytics.utils.torch_utils import intersect_dicts  # noqa: E402
 
 from autodetect.data.convert import yolo_label_line  # noqa: E402
 from autodetect.data.dataset import Dataset, ImageRecord  # noqa: E402
 from autodetect.errors import DataError, SpecError, WeightsUnavailable  # noqa: E402
 from autodetect.models.base import Detection, Detector, EpochHook, PredictOptions  # noqa: E402
+
+# ultralytics resets torch's CPU threads to min(8, cores - 1) when it picks the device; keep the count the
+# process was given (OMP_NUM_THREADS, which the local runner sets per trial), so parallel trials share the cores.
+torch_utils.NUM_THREADS = torch.get_num_threads()
 from autodetect.models.weights import pretrained_weights_path  # noqa: E402
 
 WEIGHTS_FILE = "model.pt"
