@@ -4,6 +4,7 @@ a pixel limit against decompression bombs, truncated and non-image data refused.
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,12 +16,20 @@ from autodetect.errors import ImageError
 MAX_PIXELS = 40_000_000  # about 6300 x 6300; larger is refused before any pixel is decoded
 
 
+def _pil_open(fp):
+    """PIL's own Image.open. ultralytics, once imported, replaces it with a wrapper that answers an
+    unidentified file by importing (or pip-installing, when online) a HEIF plugin: an upload that
+    is not an image must fail here, not install packages or raise ModuleNotFoundError."""
+    patches = sys.modules.get("ultralytics.utils.patches")
+    return getattr(patches, "_image_open", Image.open)(fp)
+
+
 def _open(source: Path | bytes, max_pixels: int) -> Image.Image:
     name = str(source) if isinstance(source, Path) else "the upload"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
+            image = _pil_open(source if isinstance(source, Path) else io.BytesIO(source))
     except FileNotFoundError:
         raise ImageError(f"{name}: no such image") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

@@ -1,0 +1,225 @@
+"""The protocol-neutral data plane: everything a request means, nothing about HTTP.
+
+It owns the model's life (load and warm-up in the background, so that liveness answers at once
+and readiness only after warm-up), decodes images (with the pixel limit) and scores them through
+the micro-batcher, and reads the three request bodies it understands: raw image bytes, Azure's
+`input_data` JSON and the Open Inference Protocol's (KServe v2) infer request."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from autodetect.data.images import load_rgb
+from autodetect.errors import ImageError
+from autodetect.models.base import Detection, PredictOptions
+from autodetect.serving.batcher import MicroBatcher
+from autodetect.serving.config import ServerConfig
+from autodetect.serving.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, ServingError
+from autodetect.serving.model import LoadedModel, ModelInfo, default_batch_size, load_model, warm_up
+
+log = logging.getLogger(__name__)
+
+V2_INPUT, V2_OUTPUT = "image", "boxes"
+
+
+def predict_options(defaults: PredictOptions, overrides: Mapping[str, Any]) -> PredictOptions:
+    """The model's defaults with box_score_threshold, nms_iou_threshold, max_detections overridden
+    (values may be strings, as in a query); a bad value is a BadRequest naming the parameter."""
+    values = {"score_threshold": defaults.score_threshold, "iou_threshold": defaults.iou_threshold,
+              "max_detections": defaults.max_detections}
+    for name, field, kind in (("box_score_threshold", "score_threshold", float),
+                              ("nms_iou_threshold", "iou_threshold", float),
+                              ("max_detections", "max_detections", int)):
+        if overrides.get(name) is None:
+            continue
+        try:
+            value = kind(overrides[name])
+        except (TypeError, ValueError):
+            raise BadRequest(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {overrides[name]!r}") from None
+        if kind is float and not 0.0 <= value <= 1.0:
+            raise BadRequest(f"{name}: must be between 0 and 1, got {value}")
+        if kind is int and not 1 <= value <= 10_000:
+            raise BadRequest(f"{name}: must be between 1 and 10000, got {value}")
+        values[field] = value
+    return PredictOptions(**values)
+
+
+def decode_base64(text: Any, where: str) -> bytes:
+    """Strict base64 that tolerates the line breaks base64.encodebytes writes (Azure's samples use it)."""
+    if not isinstance(text, str):
+        raise BadRequest(f"{where}: expected a base64 string, got {type(text).__name__}")
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{where}: not valid base64") from None
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON ({exc})") from None
+
+
+def azure_images(request: Any) -> list[bytes]:
+    """The images of Azure's `{"input_data": {"columns": ["image"], "data": [b64, ...]}}` (rows may
+    also be one-element lists, pandas' split orientation)."""
+    data = request.get("input_data") if isinstance(request, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise BadRequest('expected {"input_data": {"columns": ["image"], "data": ["<base64>", ...]}}')
+    columns = data.get("columns", ["image"])
+    if not isinstance(columns, list) or "image" not in columns:
+        raise BadRequest('input_data.columns: must contain "image"')
+    column = columns.index("image")
+    rows = data["data"]
+    if not rows:
+        raise BadRequest("input_data.data: no images")
+    images = []
+    for i, row in enumerate(rows):
+        cell = row[column] if isinstance(row, list) and len(row) == len(columns) else row
+        images.append(decode_base64(cell, f"input_data.data[{i}]"))
+    return images
+
+
+def v2_images(request: Any) -> list[bytes]:
+    """The images of an Open Inference Protocol request: one BYTES input (named "image", or the only
+    input) whose data are base64 strings, `shape` giving their number."""
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
+        raise BadRequest('expected {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [N], "data": [...]}]}')
+    named = [t for t in inputs if t.get("name") == V2_INPUT]
+    if not named and len(inputs) != 1:
+        raise BadRequest(f'inputs: no input named "{V2_INPUT}"')
+    tensor = (named or inputs)[0]
+    if tensor.get("datatype") != "BYTES":
+        raise BadRequest(f"inputs.{tensor.get('name')}.datatype: must be BYTES, got {tensor.get('datatype')!r}")
+    data, shape = tensor.get("data"), tensor.get("shape")
+    if isinstance(data, list) and data and all(isinstance(row, list) for row in data):
+        data = [cell for row in data for cell in row]  # the nested (row-major) form
+    if not isinstance(data, list) or not data:
+        raise BadRequest(f"inputs.{tensor.get('name')}.data: expected a non-empty list of base64 strings")
+    count = 1
+    for dim in shape if isinstance(shape, list) else [None]:
+        if not isinstance(dim, int) or dim < 0:
+            raise BadRequest(f"inputs.{tensor.get('name')}.shape: expected a list of sizes, got {shape!r}")
+        count *= dim
+    if count != len(data):
+        raise BadRequest(f"inputs.{tensor.get('name')}: shape {shape} holds {count} elements, data has {len(data)}")
+    return [decode_base64(cell, f"inputs.{tensor.get('name')}.data[{i}]") for i, cell in enumerate(data)]
+
+
+class DataPlane:
+    def __init__(self, config: ServerConfig, on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+                 on_ready: Callable[[ModelInfo], None] = lambda info: None):
+        self.config, self._on_ready = config, on_ready
+        self.model: LoadedModel | None = None
+        self.load_error: str | None = None
+        self.batcher = MicroBatcher(self._predict, config.max_batch_size or 1, config.max_wait_ms / 1000,
+                                    config.decode_threads, on_batch)
+        self._workdir = tempfile.TemporaryDirectory(prefix="autodetect-serve-")
+        self._loading: asyncio.Task | None = None
+
+    # -- life ---------------------------------------------------------------------------------
+    async def start(self, model: LoadedModel | None = None) -> None:
+        """Start the batcher and load (unless given) and warm up the model in the background."""
+        self.batcher.start()
+        self._loading = asyncio.create_task(self._load(model), name="load-model")
+
+    async def _load(self, model: LoadedModel | None) -> None:
+        try:
+            loaded = model or await asyncio.to_thread(load_model, self.config, Path(self._workdir.name))
+            self.batcher.max_batch_size = self.config.max_batch_size or default_batch_size(loaded.info.device)
+            await asyncio.to_thread(warm_up, loaded, (1, self.batcher.max_batch_size))
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("loading the model from %s failed", self.config.model_dir)
+            return
+        self.model = loaded
+        self._on_ready(loaded.info)
+        log.info("model %s version %s ready (%s runtime)", loaded.info.name, loaded.info.version, loaded.info.runtime)
+
+    async def stop(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+            await asyncio.gather(self._loading, return_exceptions=True)
+        await self.batcher.stop()
+        self._workdir.cleanup()
+
+    @property
+    def live(self) -> bool:
+        return self.load_error is None
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    def loaded(self, name: str | None = None, version: str | None = None) -> LoadedModel:
+        """The model, once ready; NotFound for a name or version that is not the model's."""
+        if self.model is None:
+            raise NotReady(f"the model is not ready: {self.load_error}" if self.load_error else "the model is loading")
+        if name is not None and name != self.model.info.name:
+            raise NotFound(f"no model named {name!r}; this server serves {self.model.info.name!r}")
+        if version is not None and version != self.model.info.version:
+            raise NotFound(f"model {name!r} has no version {version!r}; it is version {self.model.info.version!r}")
+        return self.model
+
+    # -- scoring ------------------------------------------------------------------------------
+    def _predict(self, payloads: list[Any], options: PredictOptions) -> list[list[Detection]]:
+        return self.loaded().runtime.predict(payloads, options)
+
+    async def score(self, images: list[bytes], overrides: Mapping[str, Any]) -> list[list[Detection]]:
+        """Detections for each image (decoded with the pixel limit), batched with other requests."""
+        model = self.loaded()
+        options = predict_options(model.info.defaults, overrides)
+        if len(images) > self.config.max_images_per_request:
+            raise PayloadTooLarge(f"{len(images)} images in one request; the limit is {self.config.max_images_per_request}")
+        for image in images:
+            if not image:
+                raise BadRequest("empty image (zero bytes)")
+
+        def prepare(data: bytes) -> Any:
+            return model.runtime.prepare(load_rgb(data, self.config.max_pixels))
+
+        jobs = [self.batcher.submit(lambda data=data: prepare(data), options) for data in images]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for i, result in enumerate(results):  # the first error wins
+            if isinstance(result, BaseException):
+                if isinstance(result, (ImageError, ServingError)) and len(images) > 1:
+                    raise type(result)(f"image {i}: {result}") from None
+                raise result
+        return results
+
+    async def infer_v2(self, name: str, version: str | None, request: Any) -> dict:
+        """An Open Inference Protocol infer: a BYTES output "boxes", one JSON string per image
+        (`{"boxes": [...]}`, Azure's shape); `parameters` may override the thresholds."""
+        model = self.loaded(name, version)
+        if not isinstance(request, dict):
+            raise BadRequest("expected a JSON object with \"inputs\"")
+        parameters = request.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise BadRequest("parameters: expected an object")
+        detections = await self.score(await asyncio.to_thread(v2_images, request), parameters)
+        response = {"model_name": model.info.name, "model_version": model.info.version,
+                    "outputs": [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [len(detections)],
+                                 "data": [json.dumps(boxes_json(found)) for found in detections]}]}
+        if isinstance(request.get("id"), str):
+            response["id"] = request["id"]
+        return response
+
+    def v2_metadata(self, name: str, version: str | None = None) -> dict:
+        info = self.loaded(name, version).info
+        return {"name": info.name, "versions": [info.version], "platform": f"{info.family}_{info.runtime}",
+                "inputs": [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}],
+                "outputs": [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
+                "parameters": {"classes": info.classes, "input_size": info.input_size}}
+
+
+def boxes_json(detections: list[Detection]) -> dict:
+    return {"boxes": [d.to_json() for d in detections]}

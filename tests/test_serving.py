@@ -1,0 +1,408 @@
+"""The scoring server over real HTTP (uvicorn on a free port), serving a YOLO model trained from
+scratch here and written by the trainer's artifact code."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from PIL import Image
+
+from autodetect.data.dataset import read_jsonl
+from autodetect.data.images import load_rgb
+from autodetect.data.synth import synthesize
+from autodetect.models.base import PredictOptions
+from autodetect.models.hyperparameters import resolve
+from autodetect.models.registry import build_detector
+from autodetect.serving.app import create_app
+from autodetect.serving.config import ServerConfig
+from autodetect.serving.model import load_model
+from autodetect.trainer.artifact import DatasetInfo, write_artifact
+
+KEY = "test-key-0123456789"
+LOW = {"box_score_threshold": 0.0005}  # the briefly trained model's scores are low
+MAX_BODY, MAX_PIXELS = 300_000, 1_000_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return read_jsonl(synthesize(tmp_path_factory.mktemp("shapes"), classes=2, images=12, size=96, seed=1))
+
+
+@pytest.fixture(scope="module")
+def artifact(dataset, tmp_path_factory) -> Path:
+    """A YOLO trained one epoch from scratch, saved with the trainer's artifact writer."""
+    work = tmp_path_factory.mktemp("train")
+    hp = resolve({"model_name": "yolov8", "model_size": "small", "image_size": 64, "number_of_epochs": 1,
+                  "training_batch_size": 4, "pretrained": False})
+    detector = build_detector(hp, dataset.classes)
+    detector.fit(dataset, dataset, work / "fit", lambda epoch, losses, d: False, resume=False)
+    info = DatasetInfo(dataset.fingerprint(), dataset.source, None, len(dataset), 0)
+    return write_artifact(work / "artifact", detector, name="shapes", metrics={}, epoch=1, dataset=info)
+
+
+@pytest.fixture(scope="module")
+def images(dataset) -> list[bytes]:
+    return [record.path.read_bytes() for record in dataset.records[:6]]
+
+
+def wait_for(condition, timeout_s: float = 120.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def is_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def serving(app, wait_ready: bool = True):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        wait_for(lambda: server.started, 30, "the server to start")
+        if wait_ready:
+            wait_for(lambda: is_ready(url), 180, "the model to be ready")
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def config(artifact: Path, **overrides) -> ServerConfig:
+    values = dict(model_dir=artifact, api_keys=frozenset({KEY, "another-key"}), max_batch_size=8, max_wait_ms=1000,
+                  max_body_bytes=MAX_BODY, max_images_per_request=4, max_pixels=MAX_PIXELS, inference_threads=1)
+    return ServerConfig(**(values | overrides))
+
+
+@pytest.fixture(scope="module")
+def url(artifact):
+    with serving(create_app(config(artifact))) as base:
+        yield base
+
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def score(url: str, image: bytes, params=LOW, **headers) -> httpx.Response:
+    return httpx.post(f"{url}/score", content=image, params=params, timeout=60,
+                      headers={**AUTH, "Content-Type": "application/octet-stream", **headers})
+
+
+def metric(text: str, series: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + ("{" if labels else " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def same_boxes(a: list[dict], b: list[dict], tol: float = 1e-4) -> bool:
+    """The same detections within tol, in any order (near-equal scores may swap places)."""
+    def close(x: dict, y: dict) -> bool:
+        return (x["label"] == y["label"] and abs(x["score"] - y["score"]) < tol
+                and all(abs(x["box"][k] - y["box"][k]) < tol for k in x["box"]))
+
+    unmatched = list(b)
+    for x in a:
+        match = next((y for y in unmatched if close(x, y)), None)
+        if match is None:
+            return False
+        unmatched.remove(match)
+    return not unmatched
+
+
+# -- the scoring API ----------------------------------------------------------------------------
+
+def test_score_answers_azure_shape_and_matches_the_model(url, artifact, images, dataset):
+    response = score(url, images[0], **{"Content-Disposition": 'attachment; filename="fridge.png"'})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["filename"] == "fridge.png" and body["boxes"]
+    for box in body["boxes"]:
+        assert set(box) == {"box", "label", "score"} and box["label"] in dataset.classes
+        assert set(box["box"]) == {"topX", "topY", "bottomX", "bottomY"}
+        assert 0 <= box["box"]["topX"] <= box["box"]["bottomX"] <= 1 and 0 <= box["box"]["topY"] <= box["box"]["bottomY"] <= 1
+    # the same boxes as the PyTorch model called in-process (the server runs it in ONNX Runtime)
+    from autodetect.models.registry import load_artifact
+
+    expected = load_artifact(artifact).predict([load_rgb(images[0])], PredictOptions(0.0005, 0.5, 100))[0]
+    assert same_boxes(body["boxes"], [d.to_json() for d in expected], tol=1e-3)
+
+
+def test_thresholds_are_overridable_per_request(url, images):
+    many = score(url, images[1], params={"box_score_threshold": 0.0})
+    none = score(url, images[1], params={"box_score_threshold": 0.99})
+    one = score(url, images[1], params={"box_score_threshold": 0.0, "max_detections": 1})
+    loose = score(url, images[1], params={"box_score_threshold": 0.0, "nms_iou_threshold": 1.0})
+    assert len(many.json()["boxes"]) >= 2
+    assert none.json()["boxes"] == [] and len(one.json()["boxes"]) == 1
+    assert len(loose.json()["boxes"]) > len(many.json()["boxes"])  # no suppression at IoU 1.0
+
+
+def test_azure_json_batch_is_one_model_call_in_request_order(url, images):
+    singles = [score(url, image).json()["boxes"] for image in images[:3]]
+    before = httpx.get(f"{url}/metrics").text
+    request = {"input_data": {"columns": ["image"], "data": [base64.encodebytes(i).decode() for i in images[:3]]}}
+    response = httpx.post(f"{url}/score", json=request, params=LOW, headers=AUTH, timeout=60)
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    assert isinstance(answers, list) and len(answers) == 3
+    assert all(same_boxes(answer["boxes"], single) for answer, single in zip(answers, singles))
+    after = httpx.get(f"{url}/metrics").text
+    assert metric(after, "autodetect_batch_size_count") - metric(before, "autodetect_batch_size_count") == 1
+    assert metric(after, "autodetect_batch_size_sum") - metric(before, "autodetect_batch_size_sum") == 3
+
+
+def test_concurrent_requests_each_get_their_own_boxes(url, images):
+    expected = [score(url, image).json()["boxes"] for image in images]
+    with ThreadPoolExecutor(len(images) * 2) as pool:
+        answers = list(pool.map(lambda image: score(url, image), images * 2))
+    assert all(a.status_code == 200 for a in answers)
+    assert all(same_boxes(a.json()["boxes"], e) for a, e in zip(answers, expected * 2))
+
+
+def test_open_inference_protocol(url, images):
+    assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
+    model = httpx.get(f"{url}/v1/model", headers=AUTH).json()
+    name, version = model["name"], model["version"]
+    metadata = httpx.get(f"{url}/v2/models/{name}", headers=AUTH).json()
+    assert metadata["name"] == name and metadata["versions"] == [version]
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert httpx.get(f"{url}/v2/models/{name}/ready", headers=AUTH).json() == {"name": name, "ready": True}
+    request = {"id": "r1", "parameters": LOW, "inputs": [{"name": "image", "datatype": "BYTES", "shape": [2],
+                                                           "data": [base64.b64encode(i).decode() for i in images[:2]]}]}
+    response = httpx.post(f"{url}/v2/models/{name}/infer", json=request, headers=AUTH, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_name"] == name and body["model_version"] == version and body["id"] == "r1"
+    [output] = body["outputs"]
+    assert output["name"] == "boxes" and output["datatype"] == "BYTES" and output["shape"] == [2]
+    for data, image in zip(output["data"], images[:2]):
+        assert same_boxes(json.loads(data)["boxes"], score(url, image).json()["boxes"])
+    versioned = httpx.post(f"{url}/v2/models/{name}/versions/{version}/infer", json=request, headers=AUTH, timeout=60)
+    assert versioned.json()["outputs"] == body["outputs"]
+    assert httpx.post(f"{url}/v2/models/other/infer", json=request, headers=AUTH).status_code == 404
+
+
+def test_model_metadata_and_open_probes(url, dataset):
+    model = httpx.get(f"{url}/v1/model", headers=AUTH).json()
+    assert model["name"] == "shapes" and model["classes"] == dataset.classes and model["input_size"] == {"image_size": 64}
+    assert model["runtime"] == "onnx" and model["device"] == "cpu" and model["family"] == "ultralytics" and model["version"]
+    for path in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
+        assert httpx.get(f"{url}{path}").status_code == 200, path
+
+
+def test_auth_refuses_missing_and_wrong_keys(url, images):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}, {"Authorization": "Bearer"}):
+        response = httpx.post(f"{url}/score", content=images[0], timeout=30,
+                              headers={"Content-Type": "application/octet-stream", **headers})
+        assert response.status_code == 401, headers
+        assert response.headers["WWW-Authenticate"].startswith("Bearer") and response.json()["error"]
+    assert httpx.get(f"{url}/v1/model").status_code == 401
+    assert httpx.get(f"{url}/v2/models/shapes").status_code == 401
+    assert score(url, images[0], Authorization="Bearer another-key").status_code == 200
+
+
+def _bomb() -> bytes:  # 2000 x 2000 pixels in a few KB: over the pixel limit, under the byte limit
+    out = io.BytesIO()
+    Image.new("L", (2000, 2000)).save(out, "PNG")
+    assert len(out.getvalue()) < MAX_BODY
+    return out.getvalue()
+
+
+def test_bad_input_gets_a_json_4xx_and_the_server_keeps_serving(url, images):
+    png = images[0]
+
+    def chunks():  # no Content-Length: the limit is checked while the body streams in
+        for _ in range(8):
+            yield b"\0" * 50_000
+
+    octet = {**AUTH, "Content-Type": "application/octet-stream"}
+    cases = [
+        ("not an image", dict(content=b"hello, not an image", headers=octet), 400),
+        ("truncated", dict(content=png[: len(png) // 2], headers=octet), 400),
+        ("zero bytes", dict(content=b"", headers=octet), 400),
+        ("too many bytes", dict(content=b"\0" * (MAX_BODY + 1), headers=octet), 413),
+        ("too many bytes, streamed", dict(content=chunks(), headers=octet), 413),
+        ("decompression bomb", dict(content=_bomb(), headers=octet), 400),
+        ("wrong content type", dict(content=png, headers={**AUTH, "Content-Type": "text/plain"}), 415),
+        ("no content type", dict(content=png, headers=AUTH), 415),
+        ("bad JSON", dict(content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}), 400),
+        ("JSON of the wrong shape", dict(json={"data": []}, headers=AUTH), 400),
+        ("bad base64", dict(json={"input_data": {"columns": ["image"], "data": ["%%%"]}}, headers=AUTH), 400),
+        ("base64 of a non-image", dict(json={"input_data": {"data": [base64.b64encode(b"x").decode()]}}, headers=AUTH), 400),
+        ("too many images", dict(json={"input_data": {"data": [base64.b64encode(png).decode()] * 5}}, headers=AUTH), 413),
+        ("bad threshold", dict(content=png, headers=octet, params={"box_score_threshold": "high"}), 400),
+        ("threshold out of range", dict(content=png, headers=octet, params={"nms_iou_threshold": 2}), 400),
+        ("unknown parameter", dict(content=png, headers=octet, params={"confidence": 0.5}), 400),
+    ]
+    for name, request, status in cases:
+        response = httpx.post(f"{url}/score", timeout=60, **request)
+        assert response.status_code == status, (name, response.text)
+        assert response.headers["content-type"] == "application/json" and response.json()["error"], name
+    v2 = httpx.post(f"{url}/v2/models/shapes/infer", headers=AUTH, json={"inputs": [
+        {"name": "image", "datatype": "FP32", "shape": [1], "data": [1.0]}]})
+    assert v2.status_code == 400 and "BYTES" in v2.json()["error"]
+    assert httpx.get(f"{url}/nowhere", headers=AUTH).status_code == 404
+    assert score(url, png).status_code == 200
+
+
+def test_metrics_count_requests_latency_batches_and_name_the_model(url, images):
+    score(url, images[0])
+    httpx.post(f"{url}/score", content=images[0], headers={"Content-Type": "application/octet-stream"})
+    text = httpx.get(f"{url}/metrics").text
+    assert metric(text, "autodetect_requests_total", route="/score", status="200") >= 1
+    assert metric(text, "autodetect_requests_total", route="/score", status="401") >= 1
+    assert metric(text, "autodetect_request_duration_seconds_count", route="/score") >= 2
+    assert metric(text, "autodetect_batch_size_count") >= 1
+    model = httpx.get(f"{url}/v1/model", headers=AUTH).json()
+    assert metric(text, "autodetect_model_info", name="shapes", version=model["version"], runtime="onnx") == 1
+
+
+# -- life of the server -------------------------------------------------------------------------
+
+class GatedRuntime:
+    """The real runtime, held at its first call until the test opens the gate."""
+
+    def __init__(self, runtime):
+        self.runtime, self.name, self.gate = runtime, runtime.name, threading.Event()
+
+    def prepare(self, image):
+        return self.runtime.prepare(image)
+
+    def predict(self, batch, options):
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self.runtime.predict(batch, options)
+
+
+def test_ready_only_after_warm_up(artifact, images, tmp_path):
+    cfg = config(artifact)
+    loaded = load_model(cfg, tmp_path)
+    gated = GatedRuntime(loaded.runtime)
+    with serving(create_app(cfg, type(loaded)(loaded.info, gated)), wait_ready=False) as base:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/readyz").status_code == 503
+        assert httpx.get(f"{base}/v2/health/ready").json() == {"ready": False}
+        assert score(base, images[0]).status_code == 503
+        gated.gate.set()
+        wait_for(lambda: is_ready(base), 60, "ready after warm-up")
+        assert score(base, images[0]).status_code == 200
+
+
+def test_a_broken_artifact_is_not_live(tmp_path):
+    (tmp_path / "model_card.json").write_text("{}")
+    with serving(create_app(config(tmp_path)), wait_ready=False) as base:
+        wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 500, 30, "the load to fail")
+        assert "missing" in httpx.get(f"{base}/healthz").json()["error"]
+        assert httpx.get(f"{base}/readyz").status_code == 503
+
+
+def test_onnx_and_torch_runtimes_give_the_same_boxes(artifact, images, tmp_path):
+    onnx = load_model(config(artifact, runtime="onnx"), tmp_path)
+    torch_ = load_model(config(artifact, runtime="torch"), tmp_path)
+    assert (onnx.runtime.name, torch_.runtime.name) == ("onnx", "torch")
+    arrays = [load_rgb(i) for i in images]
+    options = PredictOptions(0.0005, 0.5, 100)
+    a = onnx.runtime.predict([onnx.runtime.prepare(i) for i in arrays], options)
+    b = torch_.runtime.predict([torch_.runtime.prepare(i) for i in arrays], options)
+    for x, y in zip(a, b):
+        assert same_boxes([d.to_json() for d in x], [d.to_json() for d in y], tol=1e-3)
+
+
+def test_sigterm_lets_the_request_in_flight_finish(artifact, images, tmp_path):
+    """A real `autodetect serve` process: SIGTERM arrives while a request's body is still being
+    sent; the server stops accepting new connections but answers that request, then exits."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "AUTODETECT_API_KEYS": KEY}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "autodetect.cli", "serve", "--model", str(artifact), "--host", "127.0.0.1",
+         "--port", str(port), "--threads", "1", "--graceful-timeout", "60"],
+        env=env, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: process.poll() is None and is_ready(base), 180, "the server process to be ready")
+        log: list[str] = []
+
+        def body():
+            yield images[0][:100]
+            process.send_signal(signal.SIGTERM)
+            for line in process.stderr:  # wait on the server's own word that it is shutting down
+                log.append(line)
+                if "Shutting down" in line:
+                    break
+            yield images[0][100:]
+
+        response = httpx.post(f"{base}/score", content=body(), params=LOW, timeout=60,
+                              headers={**AUTH, "Content-Type": "application/octet-stream"})
+        assert response.status_code == 200, (response.text, log)
+        assert response.json()["boxes"]
+        assert process.wait(60) in (0, -signal.SIGTERM)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{base}/healthz")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_predict_command_prints_json_and_draws(url, images, tmp_path, capsys):
+    from autodetect.cli import main
+
+    image = tmp_path / "photo.png"
+    image.write_bytes(images[0])
+    out = tmp_path / "boxes.png"
+    assert main(["predict", "--endpoint", url, "--key", KEY, str(image), "--out", str(out),
+                 "--box-score-threshold", "0.0005"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["filename"] == "photo.png" and printed["boxes"]
+    with Image.open(out) as drawn:
+        assert drawn.size == Image.open(image).size
+    assert main(["predict", "--endpoint", url, "--key", "wrong", str(image)]) == 2
+    assert "401" in capsys.readouterr().err
+
+
+def test_export_command_writes_an_onnx_model_that_serve_uses(artifact, images, tmp_path):
+    from autodetect.cli import main
+
+    out = tmp_path / "exported.onnx"
+    assert main(["export", "--model", str(artifact), "--onnx", "--out", str(out)]) == 0
+    loaded = load_model(config(artifact, onnx_path=out), tmp_path / "unused")
+    assert loaded.info.runtime == "onnx" and not (tmp_path / "unused").exists()
+    found = loaded.runtime.predict([loaded.runtime.prepare(load_rgb(images[0]))], loaded.info.defaults)
+    assert isinstance(found, list) and len(found) == 1
