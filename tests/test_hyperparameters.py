@@ -34,6 +34,7 @@ def test_both_spellings_are_accepted_and_canonicalised():
     ({"model_name": "yolov8", "learning_rate": 0}, "hyperparameters.learning_rate"),
     ({"model_name": "yolov8", "number_of_epochs": 2.5}, "hyperparameters.number_of_epochs"),
     ({"model_name": "yolov8", "img_size": 320, "image_size": 320}, "hyperparameters.image_size"),
+    ({"model_name": "fasterrcnn_resnet50_fpn", "img_size": 320}, "hyperparameters.img_size"),
     ({"model_name": "detr"}, "hyperparameters.model_name"),
 ])
 def test_bad_hyperparameters_are_refused_by_name(given, field):

@@ -139,27 +139,23 @@ def coerce(name: str, value: Any, where: str = "hyperparameters") -> Any:
     return value
 
 
-def check_taken(model_name: str, name: str, where: str = "hyperparameters") -> None:
-    if not PARAMS[name].takes(model_name):
-        raise SpecError(f"{where}.{name}", f"model {model_name!r} does not take {name!r}")
-
-
 def resolve(given: dict[str, Any], where: str = "hyperparameters") -> dict[str, Any]:
     """Canonicalise spellings, refuse unknown or inapplicable names and bad values, fill defaults.
 
     Returns every hyperparameter the chosen model takes, under its canonical name."""
-    canonical: dict[str, Any] = {}
+    canonical: dict[str, tuple[str, Any]] = {}  # canonical name -> (the spelling given, value)
     for name, value in given.items():
         key = canonical_name(name, where)
         if key in canonical:
-            raise SpecError(f"{where}.{name}", f"given twice (as {key!r} and an alias)")
-        canonical[key] = value
-    model_name = coerce("model_name", canonical.get("model_name", PARAMS["model_name"].default[YOLO]), where)
+            raise SpecError(f"{where}.{name}", f"given twice (as {canonical[key][0]!r} and {name!r})")
+        canonical[key] = (name, value)
+    model_name = coerce("model_name", canonical.get("model_name", ("", PARAMS["model_name"].default[YOLO]))[1], where)
     family = family_of(model_name)
     resolved = {"model_name": model_name}
-    for key, value in canonical.items():
+    for key, (name, value) in canonical.items():
         if key != "model_name":
-            check_taken(model_name, key, where)
+            if not PARAMS[key].takes(model_name):
+                raise SpecError(f"{where}.{name}", f"model {model_name!r} does not take {name!r}")
             resolved[key] = coerce(key, value, where)
     for p in PARAMS.values():
         if p.takes(model_name) and p.name not in resolved:
