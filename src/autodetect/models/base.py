@@ -47,6 +47,15 @@ class EpochHook(Protocol):
         """Called after every training epoch (1-based); returns True to stop training now."""
 
 
+def epoch_progress(epoch: int, total: int):
+    """The per-batch progress bar of one training epoch, shown only when stderr is a terminal."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not sys.stderr.isatty())
+
+
 class Detector(ABC):
     """A detector of one family. `hyperparameters` are already resolved (see models.hyperparameters)."""
 

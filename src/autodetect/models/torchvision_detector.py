@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import random
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 from autodetect.data.dataset import Dataset, ImageRecord
 from autodetect.data.images import load_rgb
 from autodetect.errors import SpecError, WeightsUnavailable
-from autodetect.models.base import Detection, Detector, EpochHook, PredictOptions
+from autodetect.models.base import Detection, Detector, EpochHook, PredictOptions, epoch_progress
 from autodetect.models.weights import pretrained_weights_path
 
 log = logging.getLogger(__name__)
@@ -233,16 +232,14 @@ class TorchvisionDetector(Detector):
                 return
 
     def _train_epoch(self, loader, optimizer, scheduler, epoch: int) -> dict[str, float]:
-        from tqdm import tqdm
-
         accumulate = self.hyperparameters["gradient_accumulation_step"]
         self.model.train()
         for norm in self._frozen_norms:
             norm.eval()
         sums: dict[str, float] = {}
-        batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
+        progress = epoch_progress(epoch, len(loader))
         optimizer.zero_grad()
-        for i, (images, targets) in enumerate(batches, start=1):
+        for i, (images, targets) in enumerate(loader, start=1):
             images = [image.to(self.device) for image in images]
             targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
             loss_dict = self.model(images, targets)
@@ -256,7 +253,9 @@ class TorchvisionDetector(Detector):
                 scheduler.step()
             for key, value in (("loss", loss), *loss_dict.items()):
                 sums[key] = sums.get(key, 0.0) + value.item()
-            batches.set_postfix(loss=f"{loss.item():.3f}")
+            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            progress.update()
+        progress.close()
         return {key: total / len(loader) for key, total in sums.items()}
 
     def predict(self, images: list[np.ndarray], options: PredictOptions) -> list[list[Detection]]:

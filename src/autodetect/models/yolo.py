@@ -53,7 +53,7 @@ from ultralytics.utils.torch_utils import intersect_dicts  # noqa: E402
 from autodetect.data.convert import yolo_label_line  # noqa: E402
 from autodetect.data.dataset import Dataset, ImageRecord  # noqa: E402
 from autodetect.errors import DataError, SpecError, WeightsUnavailable  # noqa: E402
-from autodetect.models.base import Detection, Detector, EpochHook, PredictOptions  # noqa: E402
+from autodetect.models.base import Detection, Detector, EpochHook, PredictOptions, epoch_progress  # noqa: E402
 
 # ultralytics resets torch's CPU threads to min(8, cores - 1) when it picks the device; keep the count the
 # process was given (OMP_NUM_THREADS, which the local runner sets per trial), so parallel trials share the cores.
@@ -246,6 +246,15 @@ class YoloDetector(Detector):
             if on_epoch_end(t.epoch + 1, losses, self):
                 t.stop = True
 
+        progress = None
+
+        def before_epoch(t: _Trainer) -> None:
+            nonlocal progress
+            progress = epoch_progress(t.epoch + 1, len(t.train_loader))
+
+        trainer.add_callback("on_train_epoch_start", before_epoch)
+        trainer.add_callback("on_train_batch_end", lambda t: progress.update())
+        trainer.add_callback("on_train_epoch_end", lambda t: progress.close())
         trainer.add_callback("on_fit_epoch_end", after_epoch)
         trainer.train()
         self.model = trainer.ema.ema
