@@ -1,5 +1,5 @@
 """The scoring server over real HTTP (uvicorn on a free port), serving a YOLO model trained from
-scratch here and written by the trainer's artifact code."""
+scratch here and written by the trainer's artifact code, and a torchvision model with both runtimes."""
 
 from __future__ import annotations
 
@@ -341,6 +341,73 @@ def test_onnx_and_torch_runtimes_give_the_same_boxes(artifact, images, tmp_path)
     b = torch_.runtime.predict([torch_.runtime.prepare(i) for i in arrays], options)
     for x, y in zip(a, b):
         assert same_boxes([d.to_json() for d in x], [d.to_json() for d in y], tol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def torchvision_artifact(dataset, tmp_path_factory) -> Path:
+    """fasterrcnn_mobilenet_v3_large_320_fpn with random weights, its batch-norm statistics those of these
+    images (else the activations vanish and every box scores the same) and a wider class head: scores
+    and boxes that vary with the image, which is what comparing two runtimes needs."""
+    from autodetect.models.torchvision_detector import to_tensor
+
+    hp = resolve({"model_name": "fasterrcnn_mobilenet_v3_large_320_fpn", "pretrained": False,
+                  "min_size": 128, "max_size": 128})
+    detector = build_detector(hp, dataset.classes)
+    model = detector.model
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.eval()
+    model.backbone.train()
+    with torch.no_grad():
+        model.backbone(model.transform([to_tensor(load_rgb(r.path)) for r in dataset.records])[0].tensors)
+        model.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    return write_artifact(tmp_path_factory.mktemp("torchvision") / "artifact", detector, name="tv", metrics={},
+                          epoch=None, dataset=DatasetInfo("none", "none", None, 0, 0))
+
+
+def iou(a: dict, b: dict) -> float:
+    width = min(a["bottomX"], b["bottomX"]) - max(a["topX"], b["topX"])
+    height = min(a["bottomY"], b["bottomY"]) - max(a["topY"], b["topY"])
+    inter = max(0.0, width) * max(0.0, height)
+    area = lambda box: (box["bottomX"] - box["topX"]) * (box["bottomY"] - box["topY"])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def test_torchvision_onnx_and_torch_runtimes_serve_the_same_boxes(torchvision_artifact, images):
+    with serving(create_app(config(torchvision_artifact, runtime="onnx"))) as onnx, \
+            serving(create_app(config(torchvision_artifact, runtime="torch"))) as torch_:
+        for base, runtime in ((onnx, "onnx"), (torch_, "torch")):
+            model = httpx.get(f"{base}/v1/model", headers=AUTH).json()
+            assert (model["family"], model["runtime"]) == ("torchvision", runtime)
+        distinct = set()
+        for params in ({}, {"box_score_threshold": 0.6}, {"box_score_threshold": 0.05, "max_detections": 4}):
+            for image in images[:3]:
+                got, want = (score(base, image, params=params) for base in (onnx, torch_))
+                assert got.status_code == want.status_code == 200, (got.text, want.text)
+                assert same_boxes(got.json()["boxes"], want.json()["boxes"], tol=1e-3), params
+                distinct |= {(d["label"], round(d["score"], 2), round(d["box"]["topX"], 2)) for d in want.json()["boxes"]}
+        assert len(distinct) >= 20  # compared over varied boxes, not one repeated
+        # a lower nms_iou_threshold than the export's runs a second NMS; a higher one cannot loosen the first
+        everything = {"box_score_threshold": 0.05}
+        baked = score(onnx, images[0], params=everything).json()["boxes"]
+        stricter = score(onnx, images[0], params=everything | {"nms_iou_threshold": 0.2}).json()["boxes"]
+        assert 0 < len(stricter) < len(baked) and all(any(same_boxes([d], [b]) for b in baked) for d in stricter)
+        assert all(iou(a["box"], b["box"]) <= 0.2 for i, a in enumerate(stricter) for b in stricter[i + 1:]
+                   if a["label"] == b["label"])
+        looser = score(onnx, images[0], params=everything | {"nms_iou_threshold": 0.9}).json()["boxes"]
+        assert same_boxes(looser, baked)
+
+
+def test_auto_serves_with_torch_when_the_export_fails(torchvision_artifact, tmp_path, caplog):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # the export cannot write under a file
+    assert load_model(config(torchvision_artifact, onnx_path=blocked / "model.onnx"), tmp_path).info.runtime == "torch"
+    assert "ONNX export failed" in caplog.text
+    with pytest.raises(OSError):  # asked for by name: no fallback
+        load_model(config(torchvision_artifact, onnx_path=blocked / "model.onnx", runtime="onnx"), tmp_path)
 
 
 def test_sigterm_lets_the_request_in_flight_finish(artifact, images, tmp_path):

@@ -1,6 +1,6 @@
-"""The ONNX Runtime path gives the PyTorch path's boxes, on a model whose boxes vary (an untrained
-yolov8n with its batch-norm statistics calibrated, so that scores and boxes depend on the image),
-and a torchvision artifact is served with the torch runtime."""
+"""The YOLO ONNX Runtime path gives the PyTorch path's boxes, on a model whose boxes vary (an untrained
+yolov8n with its batch-norm statistics calibrated, so that scores and boxes depend on the image).
+The torchvision family's ONNX runtime is compared over HTTP in test_serving.py."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ import torch
 
 from autodetect.data.images import load_rgb
 from autodetect.data.synth import synthesize
-from autodetect.errors import SpecError
 from autodetect.models.base import Detection, PredictOptions
 from autodetect.models.hyperparameters import resolve
 from autodetect.serving.config import ServerConfig
-from autodetect.serving.model import load_model, warm_up
+from autodetect.serving.model import load_model
 from autodetect.trainer.artifact import DatasetInfo, write_artifact
 
 CLASSES = ["circle", "square"]
@@ -112,17 +111,3 @@ def test_onnx_batches_give_the_single_image_boxes(yolo_artifact, images, tmp_pat
         [single] = onnx.runtime.predict([onnx.runtime.prepare(image)], options)
         assert matched(single, found, score_tol=1e-4, box_tol=1e-4)
 
-
-def test_torchvision_artifacts_are_served_with_torch(images, tmp_path):
-    from autodetect.models.torchvision_detector import TorchvisionDetector
-
-    hp = resolve({"model_name": "fasterrcnn_mobilenet_v3_large_320_fpn", "pretrained": False})
-    artifact = write_artifact(tmp_path / "artifact", TorchvisionDetector(hp, CLASSES), name="tv", metrics={},
-                              epoch=None, dataset=NO_DATA)
-    loaded = load_model(config(artifact), tmp_path)
-    assert loaded.info.runtime == "torch" and loaded.info.family == "torchvision"
-    warm_up(loaded, (1, 2))
-    found = loaded.runtime.predict([loaded.runtime.prepare(i) for i in images[:2]], PredictOptions(0.0, 0.5, 5))
-    assert len(found) == 2 and all(len(f) <= 5 for f in found)
-    with pytest.raises(SpecError, match="torch runtime only"):
-        load_model(config(artifact, runtime="onnx"), tmp_path)

@@ -169,9 +169,11 @@ def test_cpu_limit_and_batch_defaults():
 def test_runtime_choice():
     assert choose_runtime("auto", "ultralytics") == "onnx"
     assert choose_runtime("torch", "ultralytics") == "torch"
-    assert choose_runtime("auto", "torchvision") == "torch"
+    assert choose_runtime("auto", "torchvision") == "onnx"
+    assert choose_runtime("torch", "torchvision") == "torch"
+    assert choose_runtime("auto", "another") == "torch"  # a family without an ONNX runtime
     with pytest.raises(SpecError, match="torch runtime only"):
-        choose_runtime("onnx", "torchvision")
+        choose_runtime("onnx", "another")
 
 
 def test_scoring_url():

@@ -17,9 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--keys-file", type=Path, help="API keys, one a line (also read: $AUTODETECT_API_KEYS, comma-separated)")
     serve.add_argument("--no-auth", action="store_true", help="serve without authentication")
     serve.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto",
-                       help="auto: ONNX Runtime for YOLO models (exported at start unless <model>/model.onnx exists), torch otherwise")
+                       help="auto/onnx: ONNX Runtime (exported at start unless <model>/model.onnx exists; auto falls back to torch "
+                            "when the export fails). torchvision models' ONNX graphs bake in a score floor of 0.01, the "
+                            "trial's nms_iou_threshold and box_detections_per_image: per request, only stricter values "
+                            "apply; use torch to loosen them")
     serve.add_argument("--letterbox", choices=("rect", "square"), default="rect",
-                       help="ONNX runtime: rect pads images only to the stride (less compute; ultralytics' validation "
+                       help="ONNX runtime of YOLO models: rect pads images only to the stride (less compute; ultralytics' validation "
                             "does the same), square pads to image_size x image_size exactly as the torch runtime does")
     serve.add_argument("--max-batch-size", type=int, default=0,
                        help="most images in one model call (0: 8 on a GPU, 2 on a CPU, where bigger batches are slower)")

@@ -16,10 +16,12 @@ import numpy as np
 
 from autodetect.errors import SpecError
 from autodetect.models.base import Detection, Detector, PredictOptions
-from autodetect.models.hyperparameters import YOLO
+from autodetect.models.hyperparameters import TORCHVISION, YOLO
 from autodetect.serving.config import ServerConfig
 
 log = logging.getLogger(__name__)
+
+ONNX_FAMILIES = frozenset({YOLO, TORCHVISION})  # each has its runtime in onnx_runtime.py
 
 
 class Runtime(Protocol):
@@ -75,10 +77,10 @@ def default_batch_size(device: str) -> int:
 
 
 def choose_runtime(requested: str, family: str) -> str:
-    """onnx for the ultralytics family unless torch is asked for; torch for every other family."""
-    if requested == "torch" or (requested == "auto" and family != YOLO):
+    """onnx for the families that export to ONNX unless torch is asked for; torch for any other."""
+    if requested == "torch" or (requested == "auto" and family not in ONNX_FAMILIES):
         return "torch"
-    if family != YOLO:
+    if family not in ONNX_FAMILIES:
         raise SpecError("runtime", f"the {family} family is served with the torch runtime only")
     return "onnx"
 
@@ -138,13 +140,18 @@ def load_model(config: ServerConfig, workdir: Path) -> LoadedModel:
 
 
 def _onnx_runtime(config: ServerConfig, detector: Detector, workdir: Path) -> Runtime:
-    from autodetect.serving.onnx_runtime import OnnxYoloRuntime
+    from autodetect.serving.onnx_runtime import OnnxTorchvisionRuntime, OnnxYoloRuntime
 
     path = config.onnx_path or config.model_dir / "model.onnx"
     if not path.is_file():
         path = detector.export_onnx(config.onnx_path or workdir / "model.onnx")
     threads = config.inference_threads or available_cpus()
-    return OnnxYoloRuntime(path, detector.classes, detector.input_size["image_size"], threads, config.letterbox)
+    if detector.family == YOLO:
+        return OnnxYoloRuntime(path, detector.classes, detector.input_size["image_size"], threads, config.letterbox)
+    from autodetect.models.torchvision_detector import ONNX_SCORE_THRESHOLD
+
+    baked = PredictOptions.from_hyperparameters(detector.hyperparameters | {"box_score_threshold": ONNX_SCORE_THRESHOLD})
+    return OnnxTorchvisionRuntime(path, detector.classes, baked, threads)
 
 
 def warm_up(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:

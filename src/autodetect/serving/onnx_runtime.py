@@ -1,14 +1,24 @@
-"""A YOLO (ultralytics) model exported to ONNX, run with ONNX Runtime.
+"""Exported models run with ONNX Runtime: OnnxYoloRuntime (ultralytics) and OnnxTorchvisionRuntime.
+Both open their session with `open_session` (threads, spinning, providers) and take images
+prepared as `Prepared` (CHW float32 in [0, 1]) on the server's decode threads.
 
-Pre- and post-processing are ultralytics' own (LetterBox, NMS, scale_boxes). The letterbox runs
-per image in `prepare` (on the server's decode threads); `predict` stacks the images of a batch
-that share a shape and runs them at once.
+YOLO: pre- and post-processing are ultralytics' own (LetterBox, NMS, scale_boxes). The letterbox
+runs per image in `prepare`; `predict` stacks the images of a batch that share a shape and runs
+them at once.
 
 letterbox="square" pads every image to image_size x image_size, exactly as the PyTorch path
 (YoloDetector.predict) does, so the boxes match it. letterbox="rect" (the server's default) pads
 only up to the next multiple of the stride, as ultralytics' validation does: a 4:3 image costs 3/4
 of the compute, a 16:9 one about 0.56, for boxes that differ from the square letterbox's only by
-the network's sensitivity to the grey border."""
+the network's sensitivity to the grey border.
+
+torchvision: the graph (TorchvisionDetector.export_onnx) takes one image of any size and does its
+own resizing, score filter, NMS and top-k, with thresholds baked in at export: scores above 0.01,
+NMS at the trial's nms_iou_threshold, at most box_detections_per_image. A request's higher score
+threshold and lower max_detections are applied to its output (the same boxes as the torch path
+gives), a lower nms_iou_threshold by a second NMS on top. What the graph has already removed cannot
+come back: a score threshold below 0.01, an nms_iou_threshold above the baked one and more
+detections than box_detections_per_image act as the baked values (use --runtime torch for those)."""
 
 from __future__ import annotations
 
@@ -27,31 +37,46 @@ STRIDE = 32  # the largest stride of every ultralytics YOLO detector
 
 @dataclass(frozen=True)
 class Prepared:
-    tensor: np.ndarray  # 3 x H x W float32 in [0, 1], RGB, letterboxed
+    tensor: np.ndarray  # 3 x H x W float32 in [0, 1], RGB (letterboxed for YOLO)
     height: int  # of the original image
     width: int
 
+    @classmethod
+    def of(cls, image: np.ndarray, model_input: np.ndarray) -> "Prepared":
+        """model_input: H x W x 3 uint8, the image as the model takes it."""
+        tensor = np.ascontiguousarray(model_input.transpose(2, 0, 1), dtype=np.float32)
+        tensor *= 1 / 255
+        return cls(tensor, image.shape[0], image.shape[1])
+
+
+def open_session(path: Path, threads: int = 0):
+    """An ONNX Runtime session on CUDA where available, else the CPU; threads: intra-op threads
+    (0: ONNX Runtime's default). Returns the session and its device ("cuda" or "cpu")."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    # idle threads sleep rather than spin: spinning burns a container's CPU quota and, on shared
+    # or oversubscribed CPUs, steals the time the decode threads and other requests need
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    session = ort.InferenceSession(str(path), options, providers=[p for p in wanted if p in ort.get_available_providers()])
+    return session, "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
+
 
 class OnnxYoloRuntime:
+    """Batches of letterboxed images a session run (one a run where the export has a static batch of 1)."""
+
     name = "onnx"
 
     def __init__(self, path: Path, classes: list[str], image_size: int, threads: int = 0, letterbox: str = "square"):
-        import onnxruntime as ort
         from ultralytics.data.augment import LetterBox
 
         if letterbox not in LETTERBOXES:
             raise ValueError(f"letterbox must be one of {', '.join(LETTERBOXES)}, got {letterbox!r}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        # idle threads sleep rather than spin: spinning burns a container's CPU quota and, on shared
-        # or oversubscribed CPUs, steals the time the decode threads and other requests need
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
-        providers = [p for p in wanted if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        self.session, self.device = open_session(path, threads)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         batch, _, height, width = model_input.shape
@@ -69,10 +94,7 @@ class OnnxYoloRuntime:
         self._letterbox = LetterBox((self.size, self.size), auto=self.letterbox == "rect", stride=STRIDE)
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        boxed = self._letterbox(image=image)  # grey padding, so RGB or BGR order does not matter here
-        tensor = np.ascontiguousarray(boxed.transpose(2, 0, 1), dtype=np.float32)
-        tensor *= 1 / 255
-        return Prepared(tensor, image.shape[0], image.shape[1])
+        return Prepared.of(image, self._letterbox(image=image))  # grey padding: RGB or BGR order does not matter
 
     def predict(self, batch: list[Prepared], options: PredictOptions) -> list[list[Detection]]:
         results: list[list[Detection]] = [[] for _ in batch]
@@ -105,3 +127,37 @@ class OnnxYoloRuntime:
                 for box, score, cls in zip(normalised, found[:, 4].tolist(), found[:, 5].tolist())
             ])
         return results
+
+
+class OnnxTorchvisionRuntime:
+    """One image a session run (the graph takes one); `baked` are the thresholds of the export."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, classes: list[str], baked: PredictOptions, threads: int = 0):
+        self.session, self.device = open_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.classes, self.baked = list(classes), baked
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        return Prepared.of(image, image)
+
+    def predict(self, batch: list[Prepared], options: PredictOptions) -> list[list[Detection]]:
+        return [self._run(prepared, options) for prepared in batch]
+
+    def _run(self, prepared: Prepared, options: PredictOptions) -> list[Detection]:
+        boxes, labels, scores = self.session.run(None, {self.input_name: prepared.tensor})
+        keep = scores > options.score_threshold  # as torchvision filters; the output is sorted by score
+        boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
+        if options.iou_threshold < self.baked.iou_threshold:
+            import torch
+            from torchvision.ops import batched_nms
+
+            kept = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels),
+                               options.iou_threshold).numpy()  # sorted by score again
+            boxes, labels, scores = boxes[kept], labels[kept], scores[kept]
+        count = options.max_detections
+        scale = np.array([prepared.width, prepared.height] * 2, dtype=np.float64)
+        normalised = np.clip(boxes[:count].astype(np.float64) / scale, 0.0, 1.0)
+        return [Detection(self.classes[int(label) - 1], float(score), *map(float, box))
+                for box, label, score in zip(normalised, labels[:count], scores[:count])]
