@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
@@ -55,3 +56,16 @@ def download(url: str) -> Path:
         raise AutodetectError(f"{url}: download failed ({exc})") from None
     partial.replace(target)
     return target
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Readers never see a half-written file: write beside it, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

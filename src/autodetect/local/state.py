@@ -18,9 +18,7 @@ pass (never keeps the truth only in memory), so an interrupted run resumes from 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +28,9 @@ from autodetect.api import DetectionExperiment, DetectionModel, DetectionTrial, 
 from autodetect.api.v1alpha1 import ExperimentStatus, TrialStatus
 from autodetect.errors import SpecError
 from autodetect.models.registry import read_model_card
-from autodetect.storage import resolve_uri
+from autodetect.storage import resolve_uri, write_atomic
 
 TERMINAL_PHASES = ("Succeeded", "Pruned", "Failed")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Readers never see a half-written file: write beside it, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dump_yaml(resource: Any, exclude: set[str] | None = None) -> str:

@@ -4,12 +4,12 @@ and stdout, the Kubernetes one (with the operator) patches the DetectionTrial st
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from autodetect.api.v1alpha1 import EpochMetrics, TrialStatus
+from autodetect.storage import write_atomic
 
 STATUS_FILE = "status.json"
 STOP_FILE = "STOP"
@@ -24,12 +24,6 @@ class Reporter(Protocol):
 
     def finish(self, phase: str, final_metric: float | None, artifact_uri: str | None, message: str = "") -> None:
         """The trial's end: Succeeded, Pruned or Failed."""
-
-
-def write_json_atomically(path: Path, obj: Any) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(partial, path)
 
 
 class LocalReporter:
@@ -65,4 +59,4 @@ class LocalReporter:
         print(json.dumps({"phase": phase, "finalMetric": final_metric, "artifactUri": artifact_uri, "message": message}), flush=True)
 
     def _write(self) -> None:
-        write_json_atomically(self.trial_dir / STATUS_FILE, self.status.model_dump(mode="json"))
+        write_atomic(self.trial_dir / STATUS_FILE, self.status.model_dump_json(indent=1) + "\n")

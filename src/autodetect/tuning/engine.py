@@ -27,8 +27,10 @@ Semantics:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from typing import Any, Sequence, Union
 
@@ -154,8 +156,7 @@ class _Reconcile:
         if self.status.phase in ("Succeeded", "Failed"):
             return self._ended()
         try:
-            space = parse_search_space(self.spec.searchSpace)
-            validate_for_algorithm(space, self.spec.sampling.algorithm)
+            space = _search_space(json.dumps(self.spec.searchSpace, sort_keys=True), self.spec.sampling.algorithm)
         except SpecError as exc:
             return self._fail(cond.INVALID_SPEC, f"spec.searchSpace{_dotted(exc.field)}: {exc.reason}")
 
@@ -264,6 +265,14 @@ class _Reconcile:
 
     def _decision(self, actions: list[Action]) -> Decision:
         return Decision(tuple(actions), self.status)
+
+
+@lru_cache(maxsize=32)
+def _search_space(blocks_json: str, algorithm: str):
+    """The parsed, validated search space; parsed once per distinct spec, not on every reconcile."""
+    space = parse_search_space(json.loads(blocks_json))
+    validate_for_algorithm(space, algorithm)
+    return space
 
 
 def _number(value: Any) -> float | None:
