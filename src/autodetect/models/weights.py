@@ -37,12 +37,8 @@ def pretrained_weights_path(hyperparameters: dict[str, Any], file_names: Sequenc
         for name in file_names:
             if (Path(directory) / name).is_file():
                 return Path(directory) / name
-        return _unavailable(model_name, f"none of {', '.join(file_names)} is in ${WEIGHTS_DIR_ENV} ({directory})")
-    return _unavailable(model_name, f"no pretrained_weights given and ${WEIGHTS_DIR_ENV} is not set")
-
-
-def _unavailable(model_name: str, why: str) -> None:
-    raise WeightsUnavailable(_advice(model_name, why))
+        raise WeightsUnavailable(_advice(model_name, f"none of {', '.join(file_names)} is in ${WEIGHTS_DIR_ENV} ({directory})"))
+    raise WeightsUnavailable(_advice(model_name, f"no pretrained_weights given and ${WEIGHTS_DIR_ENV} is not set"))
 
 
 def _advice(model_name: str, why: str) -> str:
