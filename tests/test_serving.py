@@ -33,9 +33,11 @@ from autodetect.serving.app import create_app
 from autodetect.serving.config import ServerConfig
 from autodetect.serving.model import load_model
 from autodetect.trainer.artifact import DatasetInfo, write_artifact
+from detections import assert_same_detections, match_detections
 
 KEY = "test-key-0123456789"
-LOW = {"box_score_threshold": 0.0005}  # the briefly trained model's scores are low
+FLOOR = 0.0005  # the briefly trained model's scores are low
+LOW = {"box_score_threshold": FLOOR}
 MAX_BODY, MAX_PIXELS = 300_000, 1_000_000
 
 
@@ -129,21 +131,6 @@ def metric(text: str, series: str, **labels) -> float:
     return 0.0
 
 
-def same_boxes(a: list[dict], b: list[dict], tol: float = 1e-4) -> bool:
-    """The same detections within tol, in any order (near-equal scores may swap places)."""
-    def close(x: dict, y: dict) -> bool:
-        return (x["label"] == y["label"] and abs(x["score"] - y["score"]) < tol
-                and all(abs(x["box"][k] - y["box"][k]) < tol for k in x["box"]))
-
-    unmatched = list(b)
-    for x in a:
-        match = next((y for y in unmatched if close(x, y)), None)
-        if match is None:
-            return False
-        unmatched.remove(match)
-    return not unmatched
-
-
 # -- the scoring API ----------------------------------------------------------------------------
 
 def test_score_answers_azure_shape_and_matches_the_model(url, artifact, images, dataset):
@@ -158,8 +145,8 @@ def test_score_answers_azure_shape_and_matches_the_model(url, artifact, images, 
     # the same boxes as the PyTorch model called in-process (the server runs it in ONNX Runtime)
     from autodetect.models.registry import load_artifact
 
-    expected = load_artifact(artifact).predict([load_rgb(images[0])], PredictOptions(0.0005, 0.5, 100))[0]
-    assert same_boxes(body["boxes"], [d.to_json() for d in expected], tol=1e-3)
+    expected = load_artifact(artifact).predict([load_rgb(images[0])], PredictOptions(FLOOR, 0.5, 100))[0]
+    assert_same_detections(body["boxes"], expected, floor=FLOOR)
 
 
 def test_thresholds_are_overridable_per_request(url, images):
@@ -180,7 +167,8 @@ def test_azure_json_batch_is_one_model_call_in_request_order(url, images):
     assert response.status_code == 200, response.text
     answers = response.json()
     assert isinstance(answers, list) and len(answers) == 3
-    assert all(same_boxes(answer["boxes"], single) for answer, single in zip(answers, singles))
+    for answer, single in zip(answers, singles):
+        assert_same_detections(answer["boxes"], single, floor=FLOOR)
     after = httpx.get(f"{url}/metrics").text
     assert metric(after, "autodetect_batch_size_count") - metric(before, "autodetect_batch_size_count") == 1
     assert metric(after, "autodetect_batch_size_sum") - metric(before, "autodetect_batch_size_sum") == 3
@@ -191,7 +179,8 @@ def test_concurrent_requests_each_get_their_own_boxes(url, images):
     with ThreadPoolExecutor(len(images) * 2) as pool:
         answers = list(pool.map(lambda image: score(url, image), images * 2))
     assert all(a.status_code == 200 for a in answers)
-    assert all(same_boxes(a.json()["boxes"], e) for a, e in zip(answers, expected * 2))
+    for answer, boxes in zip(answers, expected * 2):
+        assert_same_detections(answer.json()["boxes"], boxes, floor=FLOOR)
 
 
 def test_open_inference_protocol(url, images):
@@ -212,7 +201,7 @@ def test_open_inference_protocol(url, images):
     [output] = body["outputs"]
     assert output["name"] == "boxes" and output["datatype"] == "BYTES" and output["shape"] == [2]
     for data, image in zip(output["data"], images[:2]):
-        assert same_boxes(json.loads(data)["boxes"], score(url, image).json()["boxes"])
+        assert_same_detections(json.loads(data)["boxes"], score(url, image).json()["boxes"], floor=FLOOR)
     versioned = httpx.post(f"{url}/v2/models/{name}/versions/{version}/infer", json=request, headers=AUTH, timeout=60)
     assert versioned.json()["outputs"] == body["outputs"]
     assert httpx.post(f"{url}/v2/models/other/infer", json=request, headers=AUTH).status_code == 404
@@ -336,11 +325,12 @@ def test_onnx_and_torch_runtimes_give_the_same_boxes(artifact, images, tmp_path)
     torch_ = load_model(config(artifact, runtime="torch"), tmp_path)
     assert (onnx.runtime.name, torch_.runtime.name) == ("onnx", "torch")
     arrays = [load_rgb(i) for i in images]
-    options = PredictOptions(0.0005, 0.5, 100)
+    options = PredictOptions(FLOOR, 0.5, 100)
     a = onnx.runtime.predict([onnx.runtime.prepare(i) for i in arrays], options)
     b = torch_.runtime.predict([torch_.runtime.prepare(i) for i in arrays], options)
+    assert any(a)
     for x, y in zip(a, b):
-        assert same_boxes([d.to_json() for d in x], [d.to_json() for d in y], tol=1e-3)
+        assert_same_detections(x, y, floor=FLOOR)
 
 
 @pytest.fixture(scope="module")
@@ -383,22 +373,25 @@ def test_torchvision_onnx_and_torch_runtimes_serve_the_same_boxes(torchvision_ar
             model = httpx.get(f"{base}/v1/model", headers=AUTH).json()
             assert (model["family"], model["runtime"]) == ("torchvision", runtime)
         distinct = set()
+        defaults = httpx.get(f"{onnx}/v1/model", headers=AUTH).json()["defaults"]
         for params in ({}, {"box_score_threshold": 0.6}, {"box_score_threshold": 0.05, "max_detections": 4}):
             for image in images[:3]:
                 got, want = (score(base, image, params=params) for base in (onnx, torch_))
                 assert got.status_code == want.status_code == 200, (got.text, want.text)
-                assert same_boxes(got.json()["boxes"], want.json()["boxes"], tol=1e-3), params
+                assert_same_detections(got.json()["boxes"], want.json()["boxes"], score_tol=1e-3,
+                                       floor=(defaults | params)["box_score_threshold"],
+                                       max_detections=(defaults | params)["max_detections"])
                 distinct |= {(d["label"], round(d["score"], 2), round(d["box"]["topX"], 2)) for d in want.json()["boxes"]}
         assert len(distinct) >= 20  # compared over varied boxes, not one repeated
         # a lower nms_iou_threshold than the export's runs a second NMS; a higher one cannot loosen the first
         everything = {"box_score_threshold": 0.05}
         baked = score(onnx, images[0], params=everything).json()["boxes"]
         stricter = score(onnx, images[0], params=everything | {"nms_iou_threshold": 0.2}).json()["boxes"]
-        assert 0 < len(stricter) < len(baked) and all(any(same_boxes([d], [b]) for b in baked) for d in stricter)
+        assert 0 < len(stricter) < len(baked) and match_detections(stricter, baked, floor=0.0)[0] == []
         assert all(iou(a["box"], b["box"]) <= 0.2 for i, a in enumerate(stricter) for b in stricter[i + 1:]
                    if a["label"] == b["label"])
         looser = score(onnx, images[0], params=everything | {"nms_iou_threshold": 0.9}).json()["boxes"]
-        assert same_boxes(looser, baked)
+        assert_same_detections(looser, baked, floor=0.0)
 
 
 def test_auto_serves_with_torch_when_the_export_fails(torchvision_artifact, tmp_path, caplog):

@@ -12,14 +12,16 @@ import torch
 
 from autodetect.data.images import load_rgb
 from autodetect.data.synth import synthesize
-from autodetect.models.base import Detection, PredictOptions
+from autodetect.models.base import PredictOptions
 from autodetect.models.hyperparameters import resolve
 from autodetect.serving.config import ServerConfig
 from autodetect.serving.model import load_model
 from autodetect.trainer.artifact import DatasetInfo, write_artifact
+from detections import assert_same_detections
 
 CLASSES = ["circle", "square"]
 NO_DATA = DatasetInfo("none", "none", None, 0, 0)
+FLOOR = 0.05
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,29 +64,15 @@ def config(artifact: Path, **overrides) -> ServerConfig:
     return ServerConfig(**({"model_dir": artifact, "auth": False, "inference_threads": 1} | overrides))
 
 
-def matched(a: list[Detection], b: list[Detection], score_tol: float = 1e-3, box_tol: float = 2e-3) -> bool:
-    """The same detections within the tolerances, in any order."""
-    def close(x: Detection, y: Detection) -> bool:
-        return x.label == y.label and abs(x.score - y.score) < score_tol and np.allclose(
-            [x.top_x, x.top_y, x.bottom_x, x.bottom_y], [y.top_x, y.top_y, y.bottom_x, y.bottom_y], atol=box_tol)
-
-    unmatched = list(b)
-    for x in a:
-        match = next((y for y in unmatched if close(x, y)), None)
-        if match is None:
-            return False
-        unmatched.remove(match)
-    return not unmatched
-
-
 def test_onnx_gives_the_torch_boxes(yolo_artifact, images, tmp_path):
     onnx = load_model(config(yolo_artifact, letterbox="square"), tmp_path)  # auto: ONNX for YOLO
     torch_ = load_model(config(yolo_artifact, runtime="torch"), tmp_path)
     assert (onnx.info.runtime, torch_.info.runtime) == ("onnx", "torch")
-    options = PredictOptions(0.05, 0.5, 100)
+    options = PredictOptions(FLOOR, 0.5, 100)
     got = onnx.runtime.predict([onnx.runtime.prepare(i) for i in images], options)
     want = torch_.runtime.predict(images, options)
-    assert all(matched(found, expected) for found, expected in zip(got, want))
+    for found, expected in zip(got, want):
+        assert_same_detections(found, expected, floor=FLOOR, score_tol=1e-3)
     distinct = {(round(d.top_x, 2), round(d.top_y, 2), round(d.bottom_x, 2), round(d.bottom_y, 2)) for f in want for d in f}
     assert len(distinct) >= 8  # the comparison is over varied boxes, not one repeated
 
@@ -105,9 +93,9 @@ def test_rect_letterbox_pads_less_and_runs_the_same_network(yolo_artifact, image
 
 def test_onnx_batches_give_the_single_image_boxes(yolo_artifact, images, tmp_path):
     onnx = load_model(config(yolo_artifact), tmp_path)
-    options = PredictOptions(0.05, 0.5, 100)
+    options = PredictOptions(FLOOR, 0.5, 100)
     batched = onnx.runtime.predict([onnx.runtime.prepare(i) for i in images], options)  # two shapes in one batch
     for image, found in zip(images, batched):
         [single] = onnx.runtime.predict([onnx.runtime.prepare(image)], options)
-        assert matched(single, found, score_tol=1e-4, box_tol=1e-4)
+        assert_same_detections(single, found, floor=FLOOR, box_tol=1e-4)
 
