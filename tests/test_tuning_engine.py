@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 from autodetect.api.v1alpha1 import DetectionExperiment, DetectionTrial, EpochMetrics
 from autodetect.tuning import conditions as cond
 from autodetect.tuning.engine import Fail, Finish, RetryTrial, StartTrial, StopTrial, reconcile
+from autodetect.tuning.trials import new_trial, retried, stopped
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 DATASET = {"training": {"uri": "file:///data/train.jsonl"}}
@@ -33,18 +34,12 @@ class Sim:
         self.exp = self.exp.model_copy(update={"status": decision.status})
         for action in decision.actions:
             if isinstance(action, StartTrial):
-                self.trials[action.name] = DetectionTrial.model_validate({
-                    "metadata": {"name": action.name},
-                    "spec": {"experiment": "exp", "hyperparameters": action.parameters, "dataset": DATASET,
-                             "primaryMetric": self.exp.spec.primaryMetric},
-                    "status": {"phase": "Pending"}})
+                self.trials[action.name] = new_trial(self.exp, action.name, action.parameters)
             elif isinstance(action, StopTrial):
                 assert not self.trials[action.name].spec.stop, f"{action.name} stopped twice"
-                self.trials[action.name].spec.stop = True
+                self.trials[action.name] = stopped(self.trials[action.name], action.reason, self.now)
             elif isinstance(action, RetryTrial):
-                trial = self.trials[action.name]
-                trial.spec.attempt = action.attempt
-                trial.status = trial.status.model_copy(update={"phase": "Pending", "epochs": [], "startTime": None})
+                self.trials[action.name] = retried(self.trials[action.name], action.attempt, self.now)
         return decision
 
     def report(self, name, *values, phase=None):

@@ -11,8 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-GROUP, VERSION = "autodetect.dev", "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from autodetect.vocabulary import API_VERSION, GROUP, VERSION  # noqa: F401 (re-exported)
 
 
 class Strict(BaseModel):
@@ -58,7 +57,19 @@ class SamplingSpec(Strict):
     seed: int | None = None
 
 
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """CEL rules for the API server (x-kubernetes-validations in the CRD), beside the pydantic checks they mirror."""
+    return ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+        "x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]})
+
+
 class EarlyTerminationSpec(Strict):
+    model_config = cel(
+        ("self.policy != 'bandit' || has(self.slackFactor) != has(self.slackAmount)",
+         "bandit takes exactly one of slackFactor or slackAmount"),
+        ("self.policy != 'truncation_selection' || has(self.truncationPercentage)",
+         "truncation_selection needs truncationPercentage"))
+
     policy: Literal["none", "bandit", "median_stopping", "truncation_selection"] = "none"
     evaluationInterval: int = Field(1, ge=1)
     delayEvaluation: int = Field(0, ge=0)
@@ -90,6 +101,9 @@ class TrialTemplate(Open):
 
 class ArtifactsSpec(Strict):
     uri: str = "file://./runs/artifacts/"
+
+
+MUTABLE_SPEC_FIELDS = ("limits", "trialTemplate")  # what may change while an experiment runs
 
 
 class ExperimentSpec(Strict):
@@ -146,7 +160,10 @@ class BestTrial(Strict):
 class ExperimentStatus(Strict):
     phase: Literal["Pending", "Running", "Succeeded", "Failed"] = "Pending"
     conditions: list[Condition] = []
+    observedGeneration: int | None = None
+    specFingerprint: dict[str, str] = {}  # a digest of each spec field that may not change while it runs
     trials: TrialCounts = TrialCounts()
+    endedTrials: dict[str, str] = {}  # trial name -> the phase it ended in (Succeeded, Pruned, Failed)
     bestTrial: BestTrial | None = None
     model: str | None = None
     message: str = ""
@@ -160,7 +177,9 @@ class TrialSpec(Strict):
     experiment: str
     hyperparameters: dict[str, Any]
     attempt: int = Field(0, ge=0)
-    stop: bool = False
+    stop: bool = False  # set to prune: the trainer ends the trial (Pruned) after its epoch
+    stopReason: str = ""
+    stopTime: datetime | None = None
     dataset: DatasetSpec
     primaryMetric: str = "mean_average_precision"
     artifacts: ArtifactsSpec = ArtifactsSpec()
@@ -174,12 +193,24 @@ class EpochMetrics(Strict):
 TrialPhase = Literal["Pending", "Running", "Succeeded", "Pruned", "Failed"]
 
 
+class TrialModel(Strict):
+    """What a trial's artifact holds, as its model card says: enough to register it without reading it."""
+
+    format: Literal["ultralytics", "torchvision", "onnx"]
+    classes: list[str] = Field(min_length=1)
+    inputSize: dict[str, int] = {}
+    epoch: int | None = None
+    metrics: dict[str, Any] = {}
+
+
 class TrialStatus(Strict):
     phase: TrialPhase = "Pending"
+    reason: str = ""  # why it ended or waits, in one word (InvalidInput, OOMKilled, ImagePullBackOff, ...)
     conditions: list[Condition] = []
     epochs: list[EpochMetrics] = []
     finalMetric: float | None = None
     artifactUri: str | None = None
+    model: TrialModel | None = None
     message: str = ""
     startTime: datetime | None = None
     completionTime: datetime | None = None
@@ -204,11 +235,14 @@ class ModelSpec(Strict):
 
 class ModelStatus(Strict):
     conditions: list[Condition] = []
+    observedGeneration: int | None = None
 
 
 # --- DetectionDeployment -------------------------------------------------------------
 
 class ModelSelector(Strict):
+    model_config = cel(("has(self.experimentRef) != has(self.modelRef)", "give exactly one of experimentRef or modelRef"))
+
     experimentRef: str | None = None
     modelRef: str | None = None
 
@@ -220,6 +254,8 @@ class ModelSelector(Strict):
 
 
 class Replicas(Strict):
+    model_config = cel(("self.max >= self.min", "max must be at least min"))
+
     min: int = Field(1, ge=1)
     max: int = Field(1, ge=1)
 
@@ -249,6 +285,7 @@ class DeploymentSpec(Strict):
 
 class DeploymentStatus(Strict):
     conditions: list[Condition] = []
+    observedGeneration: int | None = None
     url: str | None = None
     readyReplicas: int = 0
     servingModel: str | None = None

@@ -17,25 +17,13 @@ from autodetect.api.v1alpha1 import ExperimentStatus
 from autodetect.errors import SpecError
 from autodetect.models.hyperparameters import PARAMS, family_of
 from autodetect.tuning.engine import trial_metric
-from autodetect.tuning.space import parse_search_space
+from autodetect.tuning.space import parse_search_space, searched_keys
+from autodetect.tuning.trials import first_line
 
 SHORT_NAMES = {"learning_rate": "lr", "image_size": "img", "optimizer": "opt", "training_batch_size": "batch",
                "number_of_epochs": "epochs", "weight_decay": "wd", "momentum": "mom",
                "learning_rate_scheduler": "sched", "min_size": "min", "max_size": "max"}
 PHASE_STYLES = {"Pending": "dim", "Running": "cyan", "Succeeded": "green", "Pruned": "magenta", "Failed": "red"}
-
-
-def searched_keys(experiment: DetectionExperiment) -> set[str]:
-    """The hyperparameters that differ between trials: sampled ones, and fixed ones that differ by block."""
-    values: dict[str, set] = {}
-    searched = set()
-    for block in parse_search_space(experiment.spec.searchSpace).blocks:
-        for key, distribution in block.items():
-            if not distribution.is_choice or len(distribution.values) > 1:
-                searched.add(key)
-            else:
-                values.setdefault(key, set()).add(repr(distribution.values[0]))
-    return (searched | {key for key, seen in values.items() if len(seen) > 1}) - {"model_name", "model_size"}
 
 
 def format_value(value: Any) -> str:
@@ -60,10 +48,6 @@ def planned_epochs(parameters: dict[str, Any]) -> int | None:
         return None
 
 
-def first_line(message: str) -> str:
-    return message.strip().splitlines()[0] if message.strip() else ""
-
-
 def trials_table(experiment: DetectionExperiment, status: ExperimentStatus, trials: list[DetectionTrial]) -> Table:
     spec, counts = experiment.spec, status.trials
     best = status.bestTrial
@@ -74,7 +58,7 @@ def trials_table(experiment: DetectionExperiment, status: ExperimentStatus, tria
     table = Table(title=title, title_justify="left")
     for column in ("trial", "model", "parameters", "epoch", f"best {spec.primaryMetric}", "state"):
         table.add_column(column, no_wrap=column not in ("parameters", "state"), overflow="fold")
-    keys = searched_keys(experiment)
+    keys = searched_keys(parse_search_space(experiment.spec.searchSpace))
     for trial in trials:
         parameters = trial.spec.hyperparameters
         done = trial.status.epochs[-1].epoch if trial.status.epochs else 0
@@ -96,7 +80,7 @@ class Display:
 
     def __init__(self, experiment: DetectionExperiment, stream: TextIO | None = None):
         self.experiment = experiment
-        self.keys = searched_keys(experiment)
+        self.keys = searched_keys(parse_search_space(experiment.spec.searchSpace))
         stream = stream or sys.stdout
         # A log file or pipe has no width: lines are not wrapped, tables get room for every column.
         self.console = Console(file=stream, soft_wrap=not stream.isatty(), width=None if stream.isatty() else 200)

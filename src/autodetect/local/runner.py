@@ -17,17 +17,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterator
 
-from autodetect.api import DetectionExperiment, DetectionTrial, load_resource
-from autodetect.api.v1alpha1 import TrialSpec
-from autodetect.local.display import Display, first_line, make_display
+from autodetect.api import DetectionExperiment, load_resource
+from autodetect.local.display import Display, make_display
 from autodetect.local.plots import plot_metrics
-from autodetect.local.state import TERMINAL_PHASES, RunState
+from autodetect.local.state import RunState
 from autodetect.tuning.engine import Fail, Finish, RetryTrial, StartTrial, StopTrial, reconcile
+from autodetect.tuning.trials import MISSING, Kill, Launch, Run, Settle, new_trial, retried, step, stopped
+from autodetect.vocabulary import ENDED_PHASES, INTERRUPTED
 
 POLL_S = 0.5  # longest wait between passes when no trainer exits
-STOP_GRACE_S = 60.0  # a trainer asked to stop gets this long to finish its epoch before it is terminated
 INTERRUPT_GRACE_S = 15.0  # after Ctrl-C, how long trainers get to leave a checkpoint before they are killed
-EXPERIMENT_LABEL = "autodetect.dev/experiment"
 
 
 def cpu_count() -> int:
@@ -52,6 +51,9 @@ class TrainerProcess:
 
 
 class Runner:
+    """Carries out the engine's decisions (tuning.engine.reconcile) and each trial's step (tuning.trials.step)
+    with trainer processes; it decides nothing about trials itself."""
+
     def __init__(self, experiment: DetectionExperiment, state: RunState, display: Display,
                  parallel: int | None = None):
         limits = experiment.spec.limits
@@ -62,7 +64,7 @@ class Runner:
         self.state, self.display = state, display
         self.threads = max(1, cpu_count() // self.concurrency)
         self.processes: dict[str, TrainerProcess] = {}
-        self.waiting: list[str] = []  # trials found running on resume, beyond this machine's bound
+        self.exited: dict[str, Run] = {}  # trainers that exited since the last pass, as the steps will see them
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -71,7 +73,8 @@ class Runner:
         self.display.event(f"{self.experiment.metadata.name}: up to {self.concurrency} trial(s) at once, "
                            f"{self.threads} CPU thread(s) each; state in {self.state.root}")
         try:
-            self._resume()
+            for trial in self.state.read_trials():
+                self._end_orphan(trial.metadata.name)
             return self._loop()
         except KeyboardInterrupt:
             self._interrupt()
@@ -85,38 +88,29 @@ class Runner:
     def _loop(self) -> int:
         while True:
             self._reap()
-            while self.waiting and len(self.processes) < self.concurrency:
-                self._spawn(self.waiting.pop(0), resume=True)
+            self._step_trials()
             trials = self.state.read_trials()
             decision = reconcile(self.experiment, trials, now())
             if decision.status != self.experiment.status:
                 self.state.write_status(decision.status)
             self.experiment = self.experiment.model_copy(update={"status": decision.status})
+            for event in decision.events:
+                self.display.event(event.message)
             self.display.update(decision.status, trials)
             end = None
             for action in decision.actions:
-                busy = len(self.processes) >= self.concurrency  # e.g. a finished trainer still exiting
                 if isinstance(action, (Finish, Fail)):
                     end = action
-                elif isinstance(action, (StartTrial, RetryTrial)) and busy:
-                    continue  # the engine decides it again on a later pass, once a process has exited
                 elif isinstance(action, StartTrial):
-                    self._start(action.name, action.parameters)
+                    self._start(action)
                 elif isinstance(action, StopTrial):
-                    self._stop(action.name, action.reason)
+                    self._stop(action)
                 elif isinstance(action, RetryTrial):
-                    self._retry(action.name, action.attempt)
-            if end is None and decision.status.phase in ("Succeeded", "Failed"):  # ended in an earlier run
-                best = decision.status.bestTrial
-                end = Finish(best.name, best.metric) if decision.status.phase == "Succeeded" and best \
-                    else Fail(decision.status.message)
-            if end is not None:
-                if not self.processes and not self.waiting:
-                    return self._end(end)
-                self.waiting.clear()
-                for name in list(self.processes):
-                    self._stop(name, "the experiment ended" if isinstance(end, Finish) else f"the experiment failed: {end.reason}")
-            self._terminate_overdue()
+                    self.state.write_trial(retried(self.state.read_trial(action.name), action.attempt, now()))
+            if end is not None and not self.processes:
+                return self._end(end)
+            if decision.actions and end is None:
+                self._step_trials()  # what was just started or retried launches now, not a pass later
             self._wait()
 
     def _wait(self) -> None:
@@ -129,42 +123,36 @@ class Runner:
 
     # --- carrying out decisions --------------------------------------------------------
 
-    def _start(self, name: str, parameters: dict) -> None:
-        if (self.state.trial_dir(name) / "trial.yaml").exists():
+    def _start(self, action: StartTrial) -> None:
+        if (self.state.trial_dir(action.name) / "trial.yaml").exists():
             return  # the engine may re-issue a start it already made; never train twice
-        spec = self.experiment.spec
-        trial = DetectionTrial(
-            metadata={"name": name, "labels": {EXPERIMENT_LABEL: self.experiment.metadata.name}},
-            spec=TrialSpec(experiment=self.experiment.metadata.name, hyperparameters=parameters,
-                           dataset=spec.dataset, primaryMetric=spec.primaryMetric, artifacts=spec.artifacts),
-        )
-        self.state.write_trial(trial)  # on disk (Pending) before its process exists
-        self.display.event(f"{name} started", parameters)
-        self._spawn(name, resume=False)
+        self.state.write_trial(new_trial(self.experiment, action.name, action.parameters))  # on disk (Pending) first
 
-    def _stop(self, name: str, reason: str) -> None:
-        trial = self.state.read_trial(name)
-        if trial.status.phase in TERMINAL_PHASES:
-            return
-        if self.state.request_stop(name, reason):
-            self.state.write_trial(trial.model_copy(update={"spec": trial.spec.model_copy(update={"stop": True})}),
-                                   with_status=False)
-            self.display.event(f"{name} stopping: {reason}")
-        if name not in self.processes:  # nothing runs it: it stops here and now
-            if name in self.waiting:
-                self.waiting.remove(name)
-            self._settle(name, exit_code=None)
+    def _stop(self, action: StopTrial) -> None:
+        trial = self.state.read_trial(action.name)
+        asked = stopped(trial, action.reason, now())
+        if asked is not trial:
+            self.state.request_stop(action.name, action.reason)  # the trainer reads STOP between epochs
+            self.state.write_trial(asked, with_status=False)
 
-    def _retry(self, name: str, attempt: int) -> None:
-        """The same trial again, attempt+1, from its last checkpoint: its evaluations so far are kept."""
-        trial = self.state.read_trial(name)
-        failure = first_line(trial.status.message)
-        status = trial.status.model_copy(update={"phase": "Pending", "completionTime": None, "finalMetric": None,
-                                                 "message": f"attempt {attempt}; attempt {attempt - 1} failed: {failure}"})
-        self.state.write_trial(trial.model_copy(update={"spec": trial.spec.model_copy(update={"attempt": attempt}),
-                                                        "status": status}))
-        self.display.event(f"{name} retried (attempt {attempt}) after: {failure}")
-        self._spawn(name, resume=True)
+    def _step_trials(self) -> None:
+        """Each trial's step, given its trainer process: launch, kill, settle, or nothing."""
+        for trial in self.state.read_trials():
+            name = trial.metadata.name
+            run = self.exited.pop(name, None) or (Run("running") if name in self.processes else MISSING)
+            outcome = step(trial, run, now())
+            if isinstance(outcome, Launch) and len(self.processes) < self.concurrency:
+                fresh = trial.spec.attempt == 0 and trial.status.startTime is None
+                if not fresh:
+                    self.display.event(f"{name} resumed from its checkpoint")
+                self._spawn(name, resume=not fresh)
+            elif isinstance(outcome, Kill):
+                self.display.event(outcome.event.message)
+                self.processes[name].popen.kill()
+            elif isinstance(outcome, Settle):
+                self.state.write_trial_status(name, outcome.status)
+                if outcome.event is not None:
+                    self.display.event(outcome.event.message)
 
     def _spawn(self, name: str, resume: bool) -> None:
         folder = self.state.trial_dir(name)
@@ -183,70 +171,17 @@ class Runner:
         return [sys.executable, "-m", "autodetect.cli", "train", "--trial", str(folder / "trial.yaml"),
                 "--workdir", str(folder)] + (["--resume"] if resume else [])
 
-    def _reap(self) -> None:
+    def _reap(self, reason: str = "") -> None:
         for name, process in list(self.processes.items()):
             code = process.popen.poll()
             if code is not None:
                 process.close()
                 del self.processes[name]
-                self._settle(name, code)
-
-    def _settle(self, name: str, exit_code: int | None, interrupted: bool = False) -> None:
-        """Give a trial whose trainer is gone (or never ran) the status it ended in."""
-        self.state.write_pid(name, None)
-        status = self.state.read_trial(name).status
-        reason = self.state.stop_reason(name)
-        if status.phase == "Pruned" and reason and not status.message.startswith(reason):
-            status.message = f"{reason}; {status.message}" if status.message else reason
-        elif status.phase in ("Succeeded", "Pruned") or (status.phase == "Failed" and not interrupted):
-            pass
-        elif interrupted:  # also a Failed that our SIGINT caused: it is not the trial's failure
-            done = status.epochs[-1].epoch if status.epochs else 0
-            status.phase, status.message = "Pending", f"interrupted after epoch {done}; `autodetect run` again resumes it"
-        else:
-            status.completionTime = now()
-            if reason:
-                status.phase = "Pruned"
-                if exit_code is None:
-                    status.message = reason
-                elif exit_code < 0:
-                    status.message = f"{reason} (terminated: it did not stop within {STOP_GRACE_S:.0f}s)"
-                else:
-                    status.message = f"{reason} (the trainer then exited with code {exit_code})"
-            else:
-                tail = self.state.log_tail(name).splitlines()
-                status.phase = "Failed"  # the last line first (a traceback's error), then the lines before it
-                status.message = "\n".join([f"the trainer exited with code {exit_code}" + (f": {tail[-1]}" if tail else ""),
-                                            *tail[:-1]])
-        self.state.write_trial_status(name, status)
-        if status.phase in TERMINAL_PHASES:
-            self.display.ended(self.state.read_trial(name))
-
-    def _terminate_overdue(self) -> None:
-        for name, process in self.processes.items():
-            asked = self.state.stop_requested_at(name)
-            overdue = time.time() - asked - STOP_GRACE_S if asked is not None else -1.0
-            if overdue > 10:
-                process.popen.kill()
-            elif overdue > 0:
-                process.popen.terminate()
+                self.state.write_pid(name, None)
+                self.exited[name] = Run("exited", now(), exit_code=code, reason=reason,
+                                        message=self.state.log_tail(name))
 
     # --- resume, interrupt, end ----------------------------------------------------------
-
-    def _resume(self) -> None:
-        """Trials a previous run left running: kept if they ended, else restarted from their checkpoint."""
-        for trial in self.state.read_trials():
-            name = trial.metadata.name
-            if trial.status.phase in TERMINAL_PHASES:
-                continue
-            self._end_orphan(name)
-            if self.state.stop_reason(name):
-                self._settle(name, exit_code=None)
-            elif len(self.processes) < self.concurrency:
-                self.display.event(f"{name} resumed from its checkpoint")
-                self._spawn(name, resume=True)
-            else:
-                self.waiting.append(name)
 
     def _end_orphan(self, name: str) -> None:
         """A trainer that outlived a killed runner would train beside its restart: end it first."""
@@ -281,11 +216,14 @@ class Runner:
         except KeyboardInterrupt:  # a second Ctrl-C: no more waiting
             for process in self.processes.values():
                 process.popen.kill()
-        for name, process in list(self.processes.items()):
+        for process in self.processes.values():
             process.popen.wait()
-            process.close()
-            del self.processes[name]
-            self._settle(name, process.popen.returncode, interrupted=True)
+        self._reap(reason=INTERRUPTED)
+        for name, run in list(self.exited.items()):
+            outcome = step(self.state.read_trial(name), run, now())
+            if isinstance(outcome, Settle):
+                self.state.write_trial_status(name, outcome.status)
+        self.exited.clear()
         status = self.experiment.status.model_copy(update={"message": "interrupted; `autodetect run` again resumes it"})
         self.state.write_status(status)
         self.display.close()
@@ -295,14 +233,20 @@ class Runner:
         status = self.experiment.status
         model = None
         if isinstance(end, Finish):
-            best = next(t for t in trials if t.metadata.name == end.trial)
-            model = self.state.register_model(self.experiment, best)
-            status = status.model_copy(update={"model": model.metadata.name})
-            self.state.write_status(status)
+            model = self.state.register_model(self.experiment, next(t for t in trials if t.metadata.name == end.trial))
         plot_metrics(self.experiment, trials, self.state.plot_file)
         self.display.close()
         self.display.summary(status, trials, model, self.state.model_dir, self.state.plot_file)
         return 0 if isinstance(end, Finish) else 1
+
+
+def check_dataset(experiment: DetectionExperiment) -> None:
+    """Every trial reads the same data: a bad file or line stops the run before any trial starts (the error
+    names the file and line), rather than failing each trial in turn."""
+    from autodetect.data.split import load_datasets
+
+    dataset = experiment.spec.dataset
+    load_datasets(dataset.training.uri, dataset.validation.uri if dataset.validation else None, dataset.validationSplit)
 
 
 @contextmanager
@@ -326,6 +270,8 @@ def run_experiment(path: str | Path, runs_dir: str | Path = "runs", parallel: in
     experiment = load_resource(path, DetectionExperiment)
     state = RunState(Path(runs_dir), experiment.metadata.name)
     experiment = state.open(experiment)
+    if experiment.status.phase not in ENDED_PHASES:
+        check_dataset(experiment)
     runner = Runner(experiment, state, make_display(experiment), parallel)
     with sigterm_as_interrupt():
         return runner.run()

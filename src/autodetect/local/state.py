@@ -27,10 +27,9 @@ import yaml
 from autodetect.api import DetectionExperiment, DetectionModel, DetectionTrial, parse_resource
 from autodetect.api.v1alpha1 import ExperimentStatus, TrialStatus
 from autodetect.errors import SpecError
-from autodetect.models.registry import read_model_card
 from autodetect.storage import resolve_uri, write_atomic
-
-TERMINAL_PHASES = ("Succeeded", "Pruned", "Failed")
+from autodetect.tuning.engine import spec_changes
+from autodetect.tuning.trials import registered_model
 
 
 def dump_yaml(resource: Any, exclude: set[str] | None = None) -> str:
@@ -57,16 +56,16 @@ class RunState:
         """Start a run, or resume the one stored here; returns the experiment with its stored status.
 
         A stored run of a different spec is refused: mixing its trials with new ones would compare
-        unlike with unlike. Only the limits may change between runs (e.g. more trials)."""
+        unlike with unlike. Only what may change while an experiment runs may change between runs (the
+        limits, e.g. more trials, and the trial template)."""
         status = ExperimentStatus()
         if self.experiment_file.exists():
             stored = parse_resource(yaml.safe_load(self.experiment_file.read_text()), DetectionExperiment,
                                     str(self.experiment_file))
-            unlimited = {"limits"}
-            if stored.spec.model_dump(exclude=unlimited) != experiment.spec.model_dump(exclude=unlimited):
-                raise SpecError("spec", f"{self.root} holds a run of experiment {experiment.metadata.name!r} with "
-                                        "a different spec (only spec.limits may change on resume); "
-                                        "rename the experiment or remove that folder")
+            if changed := spec_changes(stored.spec, experiment.spec):
+                raise SpecError(", ".join(changed), f"{self.root} holds a run of experiment "
+                                                    f"{experiment.metadata.name!r} with a different spec; rename the "
+                                                    "experiment or remove that folder")
             if self.status_file.exists():
                 status = ExperimentStatus.model_validate_json(self.status_file.read_text())
         self.trials_dir.mkdir(parents=True, exist_ok=True)
@@ -147,27 +146,10 @@ class RunState:
 
     def register_model(self, experiment: DetectionExperiment, trial: DetectionTrial) -> DetectionModel:
         """Copy the best trial's artifact to model/ and describe it there as a DetectionModel (model.yaml)."""
-        if not trial.status.artifactUri:
-            raise SpecError(f"trials.{trial.metadata.name}.status.artifactUri", "the best trial left no artifact")
-        source = resolve_uri(trial.status.artifactUri)
-        card = read_model_card(source)
+        registered_model(experiment, trial)  # refuses a trial without an artifact before anything is copied
         if self.model_dir.exists():
             shutil.rmtree(self.model_dir)
-        shutil.copytree(source, self.model_dir)
-        model = DetectionModel(
-            metadata={"name": f"{experiment.metadata.name}-best",
-                      "labels": {"autodetect.dev/experiment": experiment.metadata.name,
-                                 "autodetect.dev/trial": trial.metadata.name}},
-            spec={
-                "artifactUri": self.model_dir.resolve().as_uri(),
-                "format": card.get("format", card["family"]),
-                "classes": card["classes"],
-                "inputSize": {key: int(side) for key, side in (card.get("input_size") or {}).items()},
-                "metrics": card.get("metrics", {}),
-                "lineage": {"experiment": experiment.metadata.name, "trial": trial.metadata.name,
-                            "hyperparameters": trial.spec.hyperparameters},
-            },
-        )
+        shutil.copytree(resolve_uri(trial.status.artifactUri), self.model_dir)
+        model = registered_model(experiment, trial, artifact_uri=self.model_dir.resolve().as_uri())
         write_atomic(self.model_dir / "model.yaml", dump_yaml(model, exclude={"status"}))
         return model
-

@@ -8,8 +8,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from autodetect.api.v1alpha1 import EpochMetrics, TrialStatus
+from autodetect.api.v1alpha1 import EpochMetrics, TrialModel, TrialStatus
 from autodetect.storage import write_atomic
+from autodetect.tuning.conditions import mark_trial
+from autodetect.vocabulary import RUNNING
 
 STATUS_FILE = "status.json"
 STOP_FILE = "STOP"
@@ -22,8 +24,9 @@ class Reporter(Protocol):
     def should_stop(self) -> bool:
         """True once the trial has been asked to stop (pruned); checked between epochs."""
 
-    def finish(self, phase: str, final_metric: float | None, artifact_uri: str | None, message: str = "") -> None:
-        """The trial's end: Succeeded, Pruned or Failed."""
+    def finish(self, phase: str, final_metric: float | None, artifact_uri: str | None, message: str = "", *,
+               reason: str = "", model: TrialModel | None = None) -> None:
+        """The trial's end: Succeeded, Pruned or Failed (reason: why, in one word), and what its artifact holds."""
 
 
 class LocalReporter:
@@ -38,9 +41,8 @@ class LocalReporter:
         self.trial_dir.mkdir(parents=True, exist_ok=True)
         previous = self.trial_dir / STATUS_FILE
         keep = keep_previous and previous.exists()
-        self.status = TrialStatus.model_validate_json(previous.read_text()) if keep else TrialStatus()
-        self.status.phase, self.status.message, self.status.completionTime = "Running", "", None
-        self.status.startTime = self.status.startTime or datetime.now(timezone.utc)
+        status = TrialStatus.model_validate_json(previous.read_text()) if keep else TrialStatus()
+        self.status = mark_trial(status, RUNNING, datetime.now(timezone.utc))
         self._write()
 
     def report(self, epoch: int, metrics: dict[str, Any]) -> None:
@@ -51,10 +53,10 @@ class LocalReporter:
     def should_stop(self) -> bool:
         return (self.trial_dir / STOP_FILE).exists()
 
-    def finish(self, phase: str, final_metric: float | None, artifact_uri: str | None, message: str = "") -> None:
-        self.status.phase, self.status.finalMetric = phase, final_metric
-        self.status.artifactUri, self.status.message = artifact_uri, message
-        self.status.completionTime = datetime.now(timezone.utc)
+    def finish(self, phase: str, final_metric: float | None, artifact_uri: str | None, message: str = "", *,
+               reason: str = "", model: TrialModel | None = None) -> None:
+        self.status = mark_trial(self.status, phase, datetime.now(timezone.utc), reason=reason, message=message)
+        self.status.finalMetric, self.status.artifactUri, self.status.model = final_metric, artifact_uri, model
         self._write()
         print(json.dumps({"phase": phase, "finalMetric": final_metric, "artifactUri": artifact_uri, "message": message}), flush=True)
 

@@ -14,20 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autodetect.api.v1alpha1 import DetectionTrial
+from autodetect.api.v1alpha1 import DetectionTrial, TrialModel
 from autodetect.data.dataset import Dataset, ImageRecord
 from autodetect.errors import AutodetectError, SpecError
 from autodetect.models.base import Detection, Detector, PredictOptions
 from autodetect.trainer.artifact import DatasetInfo, publish, write_artifact
 from autodetect.trainer.reporter import Reporter
+from autodetect.vocabulary import EXIT_BAD_INPUT, EXIT_FAILED, FAILED, INVALID_INPUT, PRUNED, SUCCEEDED
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 BEST_DIR = "best"
 TRAIN_DIR = "train"  # the detector's own files (checkpoints)
-SUCCEEDED, PRUNED, FAILED = "Succeeded", "Pruned", "Failed"
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
 @dataclass
@@ -37,6 +36,8 @@ class TrialOutcome:
     artifact_uri: str | None = None
     message: str = ""
     exit_code: int = 0
+    reason: str = ""
+    model: TrialModel | None = None
 
 
 def should_stop_early(history: list[tuple[int, float]], patience: int, delay: int) -> bool:
@@ -149,11 +150,12 @@ def run_trial(trial: DetectionTrial, workdir: Path, reporter: Reporter, resume: 
     try:
         outcome = _run(trial, Path(workdir), reporter, resume)
     except AutodetectError as exc:
-        outcome = TrialOutcome(FAILED, message=str(exc), exit_code=EXIT_BAD_INPUT)
+        outcome = TrialOutcome(FAILED, message=str(exc), exit_code=EXIT_BAD_INPUT, reason=INVALID_INPUT)
     except Exception as exc:  # noqa: BLE001 - a failed trial is reported, not raised
         log.exception("trial %s failed", trial.metadata.name)
         outcome = TrialOutcome(FAILED, message=f"{type(exc).__name__}: {exc}", exit_code=EXIT_FAILED)
-    reporter.finish(outcome.phase, outcome.final_metric, outcome.artifact_uri, outcome.message)
+    reporter.finish(outcome.phase, outcome.final_metric, outcome.artifact_uri, outcome.message, reason=outcome.reason,
+                    model=outcome.model)
     return outcome
 
 
@@ -181,19 +183,24 @@ def _run(trial: DetectionTrial, workdir: Path, reporter: Reporter, resume: bool)
 
     best = hook.best()
     final_metric = best[1] if best else None
-    artifact_uri = None
+    artifact_uri, model = None, None
     if (workdir / BEST_DIR).exists():
+        from autodetect.models.registry import read_model_card
         from autodetect.storage import resolve_uri
 
         artifact_uri = f"{spec.artifacts.uri.rstrip('/')}/{name}/"
         publish(workdir / BEST_DIR, resolve_uri(artifact_uri))
+        card = read_model_card(workdir / BEST_DIR)
+        model = TrialModel(format=card["format"], classes=card["classes"], inputSize=card.get("input_size") or {},
+                           epoch=card.get("epoch"), metrics=card.get("metrics", {}))
     if hook.stop_requested:
-        return TrialOutcome(PRUNED, final_metric, artifact_uri, f"stopped on request after epoch {max(hook.history, default=0)}")
+        return TrialOutcome(PRUNED, final_metric, artifact_uri,
+                            f"stopped on request after epoch {max(hook.history, default=0)}", model=model)
     message = ""
     if hook.stopped_early_at is not None:
         message = (f"early stopping at epoch {hook.stopped_early_at}: no {spec.primaryMetric} improvement in "
                    f"{hp['early_stopping_patience']} evaluations")
-    return TrialOutcome(SUCCEEDED, final_metric, artifact_uri, message)
+    return TrialOutcome(SUCCEEDED, final_metric, artifact_uri, message, model=model)
 
 
 def _clear_state(workdir: Path) -> None:

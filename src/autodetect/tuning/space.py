@@ -270,3 +270,17 @@ def _coerce(name: str, value: Any, field: str, what: str, hint: str = "") -> Any
         return hp.coerce(name, value)
     except SpecError as exc:
         raise SpecError(field, f"{what}: {exc.reason}{hint}") from None
+
+
+def searched_keys(space: SearchSpace) -> set[str]:
+    """The hyperparameters that differ between trials: sampled ones, and fixed ones that differ by block
+    (the model's name and size are left out: every line names them anyway)."""
+    values: dict[str, set] = {}
+    searched = set()
+    for block in space.blocks:
+        for key, distribution in block.items():
+            if not distribution.is_choice or len(distribution.values) > 1:
+                searched.add(key)
+            else:
+                values.setdefault(key, set()).add(repr(distribution.values[0]))
+    return (searched | {key for key, seen in values.items() if len(seen) > 1}) - {"model_name", "model_size"}
