@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "autodetect.trainer.commands",  # train
     "autodetect.local.commands",  # run
     "autodetect.serving.commands",  # serve, predict, export
+    "autodetect.operator.commands",  # operator
 )
 
 

@@ -96,7 +96,19 @@ class LimitsSpec(Strict):
 
 
 class TrialTemplate(Open):
+    """The pod of each trial on a cluster; these settings pass through to the trial Job's pod as they are."""
+
     image: str = "autodetect-trainer:0.1.0"
+    imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    imagePullSecrets: list[dict[str, Any]] = []
+    resources: dict[str, Any] = {}  # e.g. {limits: {nvidia.com/gpu: 1}}; a fraction of a GPU through time-slicing or MIG
+    env: list[dict[str, Any]] = []
+    nodeSelector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    affinity: dict[str, Any] = {}
+    priorityClassName: str | None = None
+    serviceAccountName: str | None = None  # default: the operator's trial service account
+    shmSize: str = "1Gi"  # the memory-backed /dev/shm that data loaders need
 
 
 class ArtifactsSpec(Strict):

@@ -165,6 +165,19 @@ def reconcile(experiment: DetectionExperiment, trials: Sequence[DetectionTrial],
     return _Reconcile(experiment, trials, now).decide()
 
 
+def rejected(name: str, status: ExperimentStatus, message: str, now: datetime,
+             generation: int | None = None) -> Decision:
+    """An experiment whose spec is invalid (it got in without the admission webhook): Failed with reason
+    InvalidSpec, naming the field, and nothing started. Once Failed it stays so, with no new Events."""
+    if status.phase == FAILED:
+        return Decision((Fail(status.message),), status)
+    failed = status.model_copy(update={
+        "phase": FAILED, "message": message, "completionTime": now, "observedGeneration": generation,
+        "conditions": cond.mark_failed(cond.mark_created(status.conditions, now, generation), cond.INVALID_SPEC,
+                                       message, now, generation)})
+    return Decision((Fail(message),), failed, (Event(ev.EXPERIMENT_FAILED, f"{name} failed: {message}", warning=True),))
+
+
 class _Reconcile:
     """One reconcile pass; holds the derived facts so each rule reads as one short method."""
 

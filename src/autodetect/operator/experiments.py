@@ -1,0 +1,124 @@
+"""One reconcile pass of one DetectionExperiment on the cluster, level-triggered: read the experiment, its
+trials, their Jobs and Pods; carry out each trial's step and the engine's Decision; post the Events; write the
+experiment's status once. It keeps nothing between passes: a restarted or a second operator sees the same truth."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from autodetect.api import DetectionExperiment, DetectionTrial, parse_resource
+from autodetect.api.v1alpha1 import ExperimentStatus
+from autodetect.errors import SpecError
+from autodetect.operator import builders
+from autodetect.operator.admission import check_experiment
+from autodetect.operator.kube import EXPERIMENTS, JOBS, MODELS, PODS, TRIALS, Api
+from autodetect.operator.observe import run_of
+from autodetect.tuning.engine import Decision, Finish, RetryTrial, StartTrial, StopTrial, reconcile, rejected
+from autodetect.tuning.events import Event
+from autodetect.tuning.trials import START_GRACE_S, Kill, Launch, Settle, new_trial, registered_model, retried, step
+from autodetect.tuning.trials import stopped
+from autodetect.vocabulary import EXPERIMENT_LABEL, FAILED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    pods: builders.TrialPodSettings = builders.TrialPodSettings()
+    start_grace_s: float = START_GRACE_S
+    instance: str = "autodetect-operator"
+
+
+@dataclass
+class Outcome:
+    phase: str | None  # None: the experiment is gone
+    events: list[Event]
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ExperimentPass:
+    def __init__(self, api: Api, namespace: str, name: str, settings: Settings, clock=now):
+        self.api, self.namespace, self.name, self.settings, self.clock = api, namespace, name, settings, clock
+        self.events: list[Event] = []
+
+    def run(self) -> Outcome:
+        obj = self.api.get(EXPERIMENTS, self.namespace, self.name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return Outcome(None, [])  # deleted: its trials and Jobs go with it (ownerReferences)
+        try:
+            experiment = check_experiment(obj)
+        except SpecError as exc:
+            stored = ExperimentStatus.model_validate(obj.get("status") or {})
+            return self._write(obj, stored, rejected(self.name, stored, str(exc), self.clock(),
+                                                     obj["metadata"].get("generation")))
+        selector = {EXPERIMENT_LABEL: self.name}
+        trial_objects = {t["metadata"]["name"]: t for t in self.api.list(TRIALS, self.namespace, selector)}
+        jobs = {j["metadata"]["name"]: j for j in self.api.list(JOBS, self.namespace, selector)}
+        pods = self.api.list(PODS, self.namespace, selector)
+        trials = [self._step(experiment, parse_resource(t, DetectionTrial), t, jobs, pods)
+                  for t in trial_objects.values()]
+        decision = reconcile(experiment, trials, self.clock())
+        self._carry_out(experiment, obj, decision, {t.metadata.name: t for t in trials}, trial_objects)
+        return self._write(obj, experiment.status, decision)
+
+    def _write(self, obj: dict, stored: ExperimentStatus, decision: Decision) -> Outcome:
+        """The status, once, then the Events: a pass that fails before its status is written is made again,
+        and says its Events then."""
+        if decision.status != stored:
+            self.api.replace_status(builders.with_status(obj, decision.status))
+        self.events += decision.events
+        for event in self.events:
+            self.api.create(builders.event_object(event, obj, self.clock(), self.settings.instance))
+        return Outcome(decision.status.phase, self.events)
+
+    # --- each trial's step ----------------------------------------------------------------------------
+
+    def _step(self, experiment: DetectionExperiment, trial: DetectionTrial, obj: dict, jobs: dict,
+              pods: list[dict]) -> DetectionTrial:
+        job = jobs.get(builders.job_name(trial.metadata.name, trial.spec.attempt))
+        outcome = step(trial, run_of(job, pods), self.clock(), start_grace_s=self.settings.start_grace_s)
+        if isinstance(outcome, Launch):
+            self.api.create(builders.trial_job(obj, experiment, self.settings.pods))
+        elif isinstance(outcome, Kill):
+            self.events.append(outcome.event)
+            self.api.delete(JOBS, self.namespace, job["metadata"]["name"])
+        elif isinstance(outcome, Settle):
+            if outcome.event is not None:
+                self.events.append(outcome.event)
+            self.api.replace_status(builders.with_status(obj, outcome.status))
+            return trial.model_copy(update={"status": outcome.status})
+        return trial
+
+    # --- the engine's decision ------------------------------------------------------------------------
+
+    def _carry_out(self, experiment: DetectionExperiment, obj: dict, decision: Decision,
+                   trials: dict[str, DetectionTrial], trial_objects: dict[str, dict]) -> None:
+        now = self.clock()
+        for action in decision.actions:
+            if isinstance(action, StartTrial):
+                created = self.api.create(builders.trial_object(new_trial(experiment, action.name, action.parameters),
+                                                                obj))
+                if created is not None:  # its Job at once, not on the next pass
+                    self.api.create(builders.trial_job(created, experiment, self.settings.pods))
+            elif isinstance(action, StopTrial):
+                asked = stopped(trials[action.name], action.reason, now).spec
+                self.api.patch(TRIALS, self.namespace, action.name, {"spec": {
+                    "stop": True, "stopReason": asked.stopReason, "stopTime": asked.stopTime.isoformat()}})
+            elif isinstance(action, RetryTrial):
+                again = retried(trials[action.name], action.attempt, now)
+                patched = self.api.patch(TRIALS, self.namespace, action.name, {"spec": {"attempt": action.attempt}})
+                written = self.api.replace_status(builders.with_status(patched, again.status))
+                self.api.create(builders.trial_job(written, experiment, self.settings.pods))
+            elif isinstance(action, Finish):
+                self._register(experiment, trials[action.trial])
+
+    def _register(self, experiment: DetectionExperiment, best: DetectionTrial) -> None:
+        model = builders.model_object(registered_model(experiment, best))
+        if self.api.create(model) is None:  # registered already: the same name follows the best trial
+            self.api.patch(MODELS, self.namespace, model["metadata"]["name"],
+                           {"metadata": {"labels": model["metadata"]["labels"]}, "spec": model["spec"]})

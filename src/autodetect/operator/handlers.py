@@ -1,0 +1,46 @@
+"""The operator's kopf registrations, and nothing else: each handler hands its work to the Operator in kopf's memo
+(autodetect.operator.runtime)."""
+
+from __future__ import annotations
+
+import kopf
+
+from autodetect.vocabulary import EXPERIMENT_LABEL, GROUP, VERSION
+
+registry = kopf.OperatorRegistry()
+BELONGS_TO_AN_EXPERIMENT = {EXPERIMENT_LABEL: kopf.PRESENT}
+
+
+@kopf.on.startup(registry=registry)
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    memo.operator.configure(settings)
+
+
+@kopf.on.login(registry=registry)
+def login(memo: kopf.Memo, **_) -> kopf.ConnectionInfo:
+    return memo.operator.connection_info()
+
+
+@kopf.daemon(GROUP, VERSION, "detectionexperiments", registry=registry, cancellation_timeout=30)
+async def experiment(namespace: str, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_) -> None:
+    await memo.operator.run_experiment(namespace, name, stopped)
+
+
+@kopf.on.event(GROUP, VERSION, "detectionexperiments", registry=registry)
+async def experiment_changed(namespace: str, name: str, memo: kopf.Memo, **_) -> None:
+    memo.operator.wake(namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "detectiontrials", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
+@kopf.on.event("batch", "v1", "jobs", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
+@kopf.on.event("", "v1", "pods", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
+async def trial_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_) -> None:
+    memo.operator.wake(namespace, labels.get(EXPERIMENT_LABEL))
+
+
+@kopf.on.validate(GROUP, VERSION, "detectionexperiments", registry=registry)
+@kopf.on.validate(GROUP, VERSION, "detectiontrials", registry=registry)
+@kopf.on.validate(GROUP, VERSION, "detectionmodels", registry=registry)
+@kopf.on.validate(GROUP, VERSION, "detectiondeployments", registry=registry)
+def validate(body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, **_) -> None:
+    memo.operator.validate(body, old)

@@ -1,0 +1,152 @@
+"""The operator process: its configuration, and the context its kopf handlers call (`memo`). Each experiment has
+one reconcile loop (a kopf daemon) that runs a pass when anything of the experiment changes (the experiment,
+its trials, their Jobs and Pods wake it) and at least every timer_s (for the time limits). One loop per object
+keeps passes of one experiment in order without a lock; the wake-ups are only hints, every pass reads the
+truth from the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from autodetect.errors import SpecError
+from autodetect.operator import admission
+from autodetect.operator.experiments import ExperimentPass, Settings
+from autodetect.operator.kube import Api, load_configuration
+from autodetect.operator.metrics import OperatorMetrics
+from autodetect.vocabulary import FINALIZER, GROUP
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS_PREFIX = GROUP  # kopf's progress and last-handled-configuration annotations: autodetect.dev/...
+
+
+@dataclass
+class OperatorConfig:
+    namespaces: list[str] = field(default_factory=list)  # empty: every namespace (clusterwide)
+    standalone: bool = False
+    peering_name: str = "autodetect"
+    priority: int = 0
+    peering_lifetime_s: int = 60
+    kubeconfig: str | None = None
+    metrics_port: int | None = 8000
+    liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    webhook_port: int | None = None  # serve the validating admission webhook here (HTTPS)
+    webhook_certfile: str | None = None
+    webhook_keyfile: str | None = None
+    timer_s: float = 10.0  # the longest a running experiment goes without a pass
+    settings: Settings = field(default_factory=Settings)
+
+
+class Operator:
+    """What the handlers reach through kopf's memo: one API client, the metrics, the reconcile loops."""
+
+    def __init__(self, config: OperatorConfig):
+        self.config = config
+        self.metrics = OperatorMetrics()
+        self.kube_configuration = load_configuration(config.kubeconfig)
+        self.api = Api(self.kube_configuration, on_error=self.metrics.api_error)
+        self.wakeups: dict[tuple[str, str], asyncio.Event] = {}
+
+    # --- kopf's settings and credentials ---------------------------------------------------------------
+
+    def configure(self, settings: kopf.OperatorSettings) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=ANNOTATIONS_PREFIX,
+                                                                                key="last-handled-configuration")
+        settings.peering.name = self.config.peering_name
+        settings.peering.priority = self.config.priority
+        settings.peering.lifetime = self.config.peering_lifetime_s
+        settings.peering.standalone = self.config.standalone
+        settings.posting.level = logging.WARNING  # our own Events say what was decided; kopf's: what went wrong
+        settings.admission.managed = None  # the chart installs the webhook configuration and its certificate
+        if self.config.webhook_port is not None:
+            settings.admission.server = kopf.WebhookServer(
+                addr="0.0.0.0", port=self.config.webhook_port, certfile=self.config.webhook_certfile,
+                pkeyfile=self.config.webhook_keyfile)
+
+    def connection_info(self) -> kopf.ConnectionInfo:
+        c = self.kube_configuration
+        header = c.get_api_key_with_prefix("BearerToken") or c.get_api_key_with_prefix("authorization")
+        scheme, _, token = (header or "").rpartition(" ")
+        return kopf.ConnectionInfo(server=c.host, ca_path=c.ssl_ca_cert, insecure=not c.verify_ssl,
+                                   username=c.username or None, password=c.password or None,
+                                   scheme=scheme or None, token=token or None, certificate_path=c.cert_file,
+                                   private_key_path=c.key_file)
+
+    # --- the handlers' work --------------------------------------------------------------------------
+
+    def wake(self, namespace: str | None, name: str | None) -> None:
+        if namespace and name and (event := self.wakeups.get((namespace, name))) is not None:
+            event.set()
+
+    async def run_experiment(self, namespace: str, name: str, stopped: Any) -> None:
+        await self._loop(namespace, name, stopped, lambda: ExperimentPass(self.api, namespace, name,
+                                                                          self.config.settings).run(),
+                         lambda outcome: self.metrics.experiment(namespace, name, outcome.phase, outcome.events),
+                         "experiment")
+
+    async def _loop(self, namespace: str, name: str, stopped: Any, reconcile: Callable[[], Any],
+                    record: Callable[[Any], None], kind: str) -> None:
+        wake = self.wakeups.setdefault((namespace, name), asyncio.Event())
+        failures = 0
+        try:
+            while not stopped:
+                wake.clear()
+                started = time.perf_counter()
+                try:
+                    outcome = await asyncio.to_thread(reconcile)
+                    record(outcome)
+                    failures, delay = 0, self.config.timer_s
+                except ApiException as exc:  # a conflict, a refused write, the API server away: pass again soon
+                    failures += 1
+                    delay = min(30.0, 0.5 * 2 ** failures)
+                    log.warning("%s %s/%s: pass failed (%s %s), again in %.1fs", kind, namespace, name, exc.status,
+                                exc.reason, delay)
+                finally:
+                    self.metrics.reconcile_seconds.labels(kind).observe(time.perf_counter() - started)
+                await _first(wake.wait(), stopped.wait(), timeout=delay)
+        finally:
+            if self.wakeups.get((namespace, name)) is wake:
+                del self.wakeups[(namespace, name)]
+
+    def validate(self, body: dict, old: dict | None) -> None:
+        try:
+            admission.check(dict(body), dict(old) if old else None)
+        except SpecError as exc:
+            raise kopf.AdmissionError(str(exc), code=422) from None
+
+
+async def _first(*waits, timeout: float) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def operate(config: OperatorConfig, stop_flag: Any = None, ready_flag: Any = None) -> None:
+    """Run the operator until stop_flag is set (or the process is signalled)."""
+    from prometheus_client import start_http_server
+
+    from autodetect.operator import handlers
+
+    operator = Operator(config)
+    if config.metrics_port is not None:
+        start_http_server(config.metrics_port, registry=operator.metrics.registry)
+    try:
+        await kopf.operator(
+            registry=handlers.registry, memo=kopf.Memo(operator=operator), standalone=config.standalone,
+            priority=config.priority, peering_name=config.peering_name, liveness_endpoint=config.liveness_endpoint,
+            clusterwide=not config.namespaces, namespaces=config.namespaces, stop_flag=stop_flag,
+            ready_flag=ready_flag)
+    finally:
+        operator.api.close()
