@@ -28,7 +28,7 @@ class TrialPodSettings:
     """What the operator's installation decides for every trial pod (the chart's values)."""
 
     service_account: str = "autodetect-trial"
-    run_as_user: int = 1000
+    run_as_user: int = 10001  # the images' user
 
 
 def meta(obj: Any) -> dict[str, Any]:

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
     parser.add_argument("--standalone", action="store_true", help="no peering: run alone, even beside other replicas")
     parser.add_argument("--peering-name", default="autodetect", help="the KopfPeering object replicas share")
-    parser.add_argument("--priority", type=int, default=0, help="peering priority; the highest replica acts")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority; the highest replica acts (default: from the pod's ordinal in its "
+                             "StatefulSet, $POD_NAME ending in -N: 100 - N; else 0)")
     parser.add_argument("--kubeconfig", help="a kubeconfig file (default: in-cluster, else $KUBECONFIG)")
     parser.add_argument("--metrics-port", type=int, default=8000, help="Prometheus metrics on this port (0: none)")
     parser.add_argument("--health-port", type=int, default=8080, help="liveness probe on :PORT/healthz (0: none)")
@@ -31,15 +33,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_operator)
 
 
+def pod_priority(pod_name: str | None) -> int:
+    """Replicas of a StatefulSet get distinct peering priorities from their ordinals: -0 acts, -1 stands by."""
+    ordinal = (pod_name or "").rpartition("-")[2]
+    return 100 - int(ordinal) if ordinal.isdigit() else 0
+
+
 def _operator(args: argparse.Namespace) -> int:
     import asyncio
+    import os
 
     from autodetect.operator.builders import TrialPodSettings
     from autodetect.operator.experiments import Settings
     from autodetect.operator.runtime import OperatorConfig, operate
 
     config = OperatorConfig(
-        namespaces=args.namespace, standalone=args.standalone, peering_name=args.peering_name, priority=args.priority,
+        namespaces=args.namespace, standalone=args.standalone, peering_name=args.peering_name,
+        priority=pod_priority(os.environ.get("POD_NAME")) if args.priority is None else args.priority,
         kubeconfig=args.kubeconfig, metrics_port=args.metrics_port or None,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
         webhook_port=args.webhook_port, webhook_certfile=args.webhook_cert, webhook_keyfile=args.webhook_key,
