@@ -312,6 +312,22 @@ def test_ready_only_after_warm_up(artifact, images, tmp_path):
         assert score(base, images[0]).status_code == 200
 
 
+def test_requests_in_flight_are_a_gauge_for_the_autoscaler(artifact, images, tmp_path):
+    cfg = config(artifact)
+    loaded = load_model(cfg, tmp_path)
+    gated = GatedRuntime(loaded.runtime)
+    gated.gate.set()  # through the warm-up
+    with serving(create_app(cfg, type(loaded)(loaded.info, gated))) as base:
+        gated.gate.clear()
+        with ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(score, base, image) for image in images[:2]]
+            wait_for(lambda: metric(httpx.get(f"{base}/metrics").text, "autodetect_requests_in_flight") == 2, 30,
+                     "two requests in flight")
+            gated.gate.set()
+            assert all(f.result().status_code == 200 for f in held)
+        assert metric(httpx.get(f"{base}/metrics").text, "autodetect_requests_in_flight") == 0
+
+
 def test_a_broken_artifact_is_not_live(tmp_path):
     (tmp_path / "model_card.json").write_text("{}")
     with serving(create_app(config(tmp_path)), wait_ready=False) as base:

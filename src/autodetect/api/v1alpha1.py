@@ -279,7 +279,10 @@ class Replicas(Strict):
 
 
 class Autoscaling(Strict):
-    targetCPUUtilizationPercentage: int = Field(70, ge=1, le=100)
+    targetCPUUtilizationPercentage: int | None = Field(70, ge=1, le=100)
+    # the server's own gauge (autodetect_requests_in_flight), a Pods metric through the Prometheus adapter:
+    # a better signal than CPU for a GPU pod
+    targetRequestsInFlightPerPod: float | None = Field(None, gt=0)
 
 
 class AuthSpec(Strict):
@@ -292,7 +295,7 @@ class DeploymentSpec(Strict):
     autoscaling: Autoscaling = Autoscaling()
     resources: dict[str, Any] = {}
     auth: AuthSpec = AuthSpec()
-    image: str = "autodetect-serving:0.1.0"
+    image: str | None = None  # default: autodetect-serving:<version>, its -gpu variant when resources ask for a GPU
 
 
 class DeploymentStatus(Strict):
@@ -300,7 +303,10 @@ class DeploymentStatus(Strict):
     observedGeneration: int | None = None
     url: str | None = None
     readyReplicas: int = 0
-    servingModel: str | None = None
+    servingModel: str | None = None  # the DetectionModel every ready replica serves
+    servingDigest: str | None = None  # which version of it (a digest of its spec)
+    desiredModel: str | None = None  # what rolls out (the same as servingModel once the rollout is done)
+    desiredDigest: str | None = None
 
 
 # --- the resources ---------------------------------------------------------------------

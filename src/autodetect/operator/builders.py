@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from autodetect.api.v1alpha1 import DetectionExperiment, DetectionModel, DetectionTrial
+from autodetect.api.v1alpha1 import DetectionDeployment, DetectionExperiment, DetectionModel, DetectionTrial
 from autodetect.storage import PVC_ROOT_ENV
 from autodetect.tuning.events import Event
 from autodetect.tuning.trials import STOP_GRACE_S
-from autodetect.vocabulary import EXIT_BAD_INPUT, EXPERIMENT_LABEL, GROUP, TRIAL_LABEL
+from autodetect.vocabulary import DEPLOYMENT_LABEL, EXIT_BAD_INPUT, EXPERIMENT_LABEL, GROUP, TRIAL_LABEL
 
 PVC_ROOT = "/mnt/pvc"
 TRAINER_CONTAINER = "trainer"
@@ -167,3 +167,156 @@ def event_object(event: Event, involved: dict[str, Any], now: datetime, instance
 def with_status(obj: dict[str, Any], status: Any) -> dict[str, Any]:
     """obj (as read, with its resourceVersion) carrying a new status, for a status update."""
     return {**obj, "status": status.model_dump(mode="json", exclude_none=True)}
+
+
+# --- a DetectionDeployment's objects ----------------------------------------------------------------------
+
+SERVING_PORT = 8080
+GRACEFUL_TIMEOUT_S = 30  # the server's drain on SIGTERM
+PRESTOP_S = 10  # endpoints leave the Service before SIGTERM arrives
+KEYS_DIR = "/etc/autodetect/keys"
+KEY_FILE = "key"
+GPU = "nvidia.com/gpu"
+IN_FLIGHT_METRIC = "autodetect_requests_in_flight"
+MODEL_ANNOTATION = f"{GROUP}/model"
+MODEL_DIGEST_ANNOTATION = f"{GROUP}/model-digest"
+KEY_VERSION_ANNOTATION = f"{GROUP}/key-version"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What a deployment serves: the DetectionModel's name, a digest of its spec (its identity), its artifact."""
+
+    name: str
+    digest: str
+    claim: str
+    path: str  # inside the claim
+
+    @classmethod
+    def of(cls, model: DetectionModel) -> "ServedModel":
+        """Raises ValueError for an artifact a pod cannot mount (only pvc:// can be served on a cluster)."""
+        parsed = urlparse(model.spec.artifactUri)
+        if parsed.scheme != "pvc":
+            raise ValueError(f"{model.metadata.name}: artifactUri {model.spec.artifactUri!r} is not on a volume "
+                             "(pvc://<claim>/<path>); a scoring pod cannot read it")
+        spec = model.spec.model_dump_json(exclude={"metrics"})
+        return cls(model.metadata.name, hashlib.sha256(spec.encode()).hexdigest()[:16], parsed.netloc,
+                   parsed.path.strip("/"))
+
+
+def serving_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "autodetect-serving", "app.kubernetes.io/managed-by": "autodetect",
+            DEPLOYMENT_LABEL: name}
+
+
+def _selector(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "autodetect-serving", DEPLOYMENT_LABEL: name}
+
+
+def _owned(kind: str, api_version: str, ddep: DetectionDeployment, name: str | None = None) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind,
+            "metadata": {"name": name or ddep.metadata.name, "namespace": ddep.metadata.namespace,
+                         "labels": serving_labels(ddep.metadata.name), "ownerReferences": [owner_reference(ddep)]}}
+
+
+def wants_gpu(resources: dict[str, Any]) -> bool:
+    return any(GPU in (resources.get(part) or {}) for part in ("requests", "limits"))
+
+
+def serving_image(ddep: DetectionDeployment, version: str) -> str:
+    return ddep.spec.image or f"autodetect-serving:{version}" + ("-gpu" if wants_gpu(ddep.spec.resources) else "")
+
+
+def key_secret_name(ddep: DetectionDeployment) -> str:
+    return f"{ddep.metadata.name}-key"
+
+
+def key_secret(ddep: DetectionDeployment, key: str) -> dict[str, Any]:
+    """The deployment's API key (made by the caller: 32 random bytes); only ever in this Secret and its file."""
+    import base64
+
+    secret = _owned("Secret", "v1", ddep, key_secret_name(ddep))
+    return {**secret, "type": "Opaque", "data": {KEY_FILE: base64.b64encode(key.encode()).decode()}}
+
+
+def serving_deployment(ddep: DetectionDeployment, model: ServedModel, version: str,
+                       key_version: str | None = None) -> dict[str, Any]:
+    """The scoring pods. No replicas: the HorizontalPodAutoscaler owns them (the creator sets the first count).
+    The template carries the model's identity (and the key's), so a new model is an ordinary rolling update,
+    gated by readiness, that drops no request (maxUnavailable 0, a preStop pause, a grace above the drain)."""
+    name, spec = ddep.metadata.name, ddep.spec
+    args = ["--host", "0.0.0.0", "--port", str(SERVING_PORT), "--model", f"{PVC_ROOT}/{model.claim}/{model.path}",
+            "--graceful-timeout", str(GRACEFUL_TIMEOUT_S)]
+    mounts = [{"name": "model", "mountPath": f"{PVC_ROOT}/{model.claim}", "readOnly": True},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    volumes = [{"name": "model", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}},
+               {"name": "tmp", "emptyDir": {}}]
+    annotations = {MODEL_ANNOTATION: model.name, MODEL_DIGEST_ANNOTATION: model.digest}
+    if spec.auth.enabled:
+        args += ["--keys-file", f"{KEYS_DIR}/{KEY_FILE}"]
+        mounts.append({"name": "keys", "mountPath": KEYS_DIR, "readOnly": True})
+        volumes.append({"name": "keys", "secret": {"secretName": key_secret_name(ddep), "defaultMode": 0o400}})
+        annotations[KEY_VERSION_ANNOTATION] = key_version or ""
+    else:
+        args.append("--no-auth")
+    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
+    container = {
+        "name": "serving", "image": serving_image(ddep, version), "command": ["autodetect", "serve"], "args": args,
+        "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "YOLO_OFFLINE", "value": "1"}],
+        "resources": spec.resources, "volumeMounts": mounts,
+        "startupProbe": {**probe, "failureThreshold": 120},  # warm-up, and an ONNX export when the artifact has none
+        "readinessProbe": {**probe, "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 3,
+                          "failureThreshold": 3},
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_S}}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+    deployment = _owned("Deployment", "apps/v1", ddep)
+    deployment["spec"] = {
+        "selector": {"matchLabels": _selector(name)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {
+            "metadata": {"labels": serving_labels(name), "annotations": annotations},
+            "spec": {"containers": [container], "volumes": volumes, "automountServiceAccountToken": False,
+                     "terminationGracePeriodSeconds": GRACEFUL_TIMEOUT_S + PRESTOP_S + 15,
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                         "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}}},
+    }
+    return deployment
+
+
+def serving_service(ddep: DetectionDeployment) -> dict[str, Any]:
+    service = _owned("Service", "v1", ddep)
+    service["spec"] = {"type": "ClusterIP", "selector": _selector(ddep.metadata.name),
+                       "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}
+    return service
+
+
+def service_url(ddep: DetectionDeployment) -> str:
+    return f"http://{ddep.metadata.name}.{ddep.metadata.namespace}.svc.cluster.local/score"
+
+
+def autoscaler(ddep: DetectionDeployment) -> dict[str, Any]:
+    spec = ddep.spec
+    metrics = []
+    if spec.autoscaling.targetCPUUtilizationPercentage is not None:
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": spec.autoscaling.targetCPUUtilizationPercentage}}})
+    if spec.autoscaling.targetRequestsInFlightPerPod is not None:
+        metrics.append({"type": "Pods", "pods": {"metric": {"name": IN_FLIGHT_METRIC}, "target": {
+            "type": "AverageValue", "averageValue": f"{spec.autoscaling.targetRequestsInFlightPerPod:g}"}}})
+    hpa = _owned("HorizontalPodAutoscaler", "autoscaling/v2", ddep)
+    hpa["spec"] = {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": ddep.metadata.name},
+                   "minReplicas": spec.replicas.min, "maxReplicas": spec.replicas.max, "metrics": metrics}
+    return hpa
+
+
+def disruption_budget(ddep: DetectionDeployment) -> dict[str, Any] | None:
+    """With two replicas or more, a node drain takes them one at a time."""
+    if ddep.spec.replicas.min < 2:
+        return None
+    pdb = _owned("PodDisruptionBudget", "policy/v1", ddep)
+    pdb["spec"] = {"maxUnavailable": 1, "selector": {"matchLabels": _selector(ddep.metadata.name)}}
+    return pdb

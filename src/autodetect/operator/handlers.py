@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import kopf
 
-from autodetect.vocabulary import EXPERIMENT_LABEL, GROUP, VERSION
+from autodetect.operator.runtime import DEPLOYMENT, EXPERIMENT
+from autodetect.vocabulary import DEPLOYMENT_LABEL, EXPERIMENT_LABEL, GROUP, VERSION
 
 registry = kopf.OperatorRegistry()
 BELONGS_TO_AN_EXPERIMENT = {EXPERIMENT_LABEL: kopf.PRESENT}
+SERVES_A_MODEL = {DEPLOYMENT_LABEL: kopf.PRESENT}
 
 
 @kopf.on.startup(registry=registry)
@@ -28,14 +30,35 @@ async def experiment(namespace: str, name: str, stopped: kopf.DaemonStopped, mem
 
 @kopf.on.event(GROUP, VERSION, "detectionexperiments", registry=registry)
 async def experiment_changed(namespace: str, name: str, memo: kopf.Memo, **_) -> None:
-    memo.operator.wake(namespace, name)
+    memo.operator.wake(EXPERIMENT, namespace, name)
+    memo.operator.wake(DEPLOYMENT, namespace)  # its registered model may have changed
 
 
 @kopf.on.event(GROUP, VERSION, "detectiontrials", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
 @kopf.on.event("batch", "v1", "jobs", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
 @kopf.on.event("", "v1", "pods", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
 async def trial_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_) -> None:
-    memo.operator.wake(namespace, labels.get(EXPERIMENT_LABEL))
+    memo.operator.wake(EXPERIMENT, namespace, labels.get(EXPERIMENT_LABEL))
+
+
+@kopf.daemon(GROUP, VERSION, "detectiondeployments", registry=registry, cancellation_timeout=30)
+async def deployment(namespace: str, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_) -> None:
+    await memo.operator.run_deployment(namespace, name, stopped)
+
+
+@kopf.on.event(GROUP, VERSION, "detectiondeployments", registry=registry)
+async def deployment_changed(namespace: str, name: str, memo: kopf.Memo, **_) -> None:
+    memo.operator.wake(DEPLOYMENT, namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "detectionmodels", registry=registry)
+async def model_changed(namespace: str, memo: kopf.Memo, **_) -> None:
+    memo.operator.wake(DEPLOYMENT, namespace)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=SERVES_A_MODEL, registry=registry)
+async def serving_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_) -> None:
+    memo.operator.wake(DEPLOYMENT, namespace, labels.get(DEPLOYMENT_LABEL))
 
 
 @kopf.on.validate(GROUP, VERSION, "detectionexperiments", registry=registry)

@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from autodetect.errors import SpecError
 from autodetect.operator import admission
+from autodetect.operator.deployments import DeploymentPass
 from autodetect.operator.experiments import ExperimentPass, Settings
 from autodetect.operator.kube import Api, load_configuration
 from autodetect.operator.metrics import OperatorMetrics
@@ -24,6 +25,7 @@ from autodetect.vocabulary import FINALIZER, GROUP
 
 log = logging.getLogger(__name__)
 
+EXPERIMENT, DEPLOYMENT = "DetectionExperiment", "DetectionDeployment"
 ANNOTATIONS_PREFIX = GROUP  # kopf's progress and last-handled-configuration annotations: autodetect.dev/...
 
 
@@ -52,7 +54,7 @@ class Operator:
         self.metrics = OperatorMetrics()
         self.kube_configuration = load_configuration(config.kubeconfig)
         self.api = Api(self.kube_configuration, on_error=self.metrics.api_error)
-        self.wakeups: dict[tuple[str, str], asyncio.Event] = {}
+        self.wakeups: dict[tuple[str, str, str], asyncio.Event] = {}  # (kind, namespace, name) -> its loop's wake-up
 
     # --- kopf's settings and credentials ---------------------------------------------------------------
 
@@ -83,19 +85,27 @@ class Operator:
 
     # --- the handlers' work --------------------------------------------------------------------------
 
-    def wake(self, namespace: str | None, name: str | None) -> None:
-        if namespace and name and (event := self.wakeups.get((namespace, name))) is not None:
-            event.set()
+    def wake(self, kind: str, namespace: str | None, name: str | None = None) -> None:
+        """Wake the loop of one object (or, without a name, of every object of that kind in the namespace)."""
+        for (k, ns, n), event in self.wakeups.items():
+            if k == kind and ns == namespace and name in (None, n):
+                event.set()
 
     async def run_experiment(self, namespace: str, name: str, stopped: Any) -> None:
-        await self._loop(namespace, name, stopped, lambda: ExperimentPass(self.api, namespace, name,
-                                                                          self.config.settings).run(),
-                         lambda outcome: self.metrics.experiment(namespace, name, outcome.phase, outcome.events),
-                         "experiment")
+        settings = self.config.settings
+        await self._loop(EXPERIMENT, namespace, name, stopped,
+                         lambda: ExperimentPass(self.api, namespace, name, settings).run(),
+                         lambda outcome: self.metrics.experiment(namespace, name, outcome.phase, outcome.events))
 
-    async def _loop(self, namespace: str, name: str, stopped: Any, reconcile: Callable[[], Any],
-                    record: Callable[[Any], None], kind: str) -> None:
-        wake = self.wakeups.setdefault((namespace, name), asyncio.Event())
+    async def run_deployment(self, namespace: str, name: str, stopped: Any) -> None:
+        instance = self.config.settings.instance
+        await self._loop(DEPLOYMENT, namespace, name, stopped,
+                         lambda: DeploymentPass(self.api, namespace, name, instance).run(), lambda outcome: None)
+
+    async def _loop(self, kind: str, namespace: str, name: str, stopped: Any, reconcile: Callable[[], Any],
+                    record: Callable[[Any], None]) -> None:
+        key = (kind, namespace, name)
+        wake = self.wakeups.setdefault(key, asyncio.Event())
         failures = 0
         try:
             while not stopped:
@@ -114,8 +124,8 @@ class Operator:
                     self.metrics.reconcile_seconds.labels(kind).observe(time.perf_counter() - started)
                 await _first(wake.wait(), stopped.wait(), timeout=delay)
         finally:
-            if self.wakeups.get((namespace, name)) is wake:
-                del self.wakeups[(namespace, name)]
+            if self.wakeups.get(key) is wake:
+                del self.wakeups[key]
 
     def validate(self, body: dict, old: dict | None) -> None:
         try:

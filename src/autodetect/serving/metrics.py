@@ -1,5 +1,5 @@
-"""Prometheus metrics of one server: requests by route and status, request latency, batch sizes,
-inference time, and the model's name and version. Each app has its own registry (no globals),
+"""Prometheus metrics of one server: requests by route and status, request latency, scoring requests in
+flight, batch sizes, inference time, and the model's name and version. Each app has its own registry (no globals),
 so several apps can live in one process (tests)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+NOT_SCORING = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")  # probes and scrapes
 
 
 class Metrics:
@@ -25,6 +26,8 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.inference = Histogram("autodetect_inference_duration_seconds", "Time of one batched model call",
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("autodetect_requests_in_flight", "Scoring requests being served now, queued included "
+                               "(the autoscaler's signal: a GPU pod's CPU says little)", registry=self.registry)
         self.model_info = Gauge("autodetect_model_info", "The model being served (value 1)",
                                 ["name", "version", "family", "model_name", "runtime"], registry=self.registry)
 
@@ -55,6 +58,9 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started, status = time.perf_counter(), 500
+        scoring = scope["path"] not in NOT_SCORING
+        if scoring:
+            self.metrics.in_flight.inc()
 
         async def send_and_note(message):
             nonlocal status
@@ -65,5 +71,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
+            if scoring:
+                self.metrics.in_flight.dec()
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
