@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import kubernetes
 import pytest
+import yaml
 
 from apiserver import Emulator
 
-CRDS = sorted((Path(__file__).resolve().parents[1] / "crds").glob("*.yaml"))
+CRDS = [doc for path in sorted((Path(__file__).resolve().parents[1] / "crds").glob("*.yaml"))
+        for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        if doc]  # read once: every test gets a fresh emulator
 
 
 @pytest.fixture
@@ -27,4 +31,6 @@ def kubeconfig(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     requests through it are logged as user "operator"."""
     path = emulator.kubeconfig(tmp_path / "kubeconfig", user="operator")
     monkeypatch.setenv("KUBECONFIG", str(path))
+    # the kubernetes client reads KUBECONFIG once, at import; kopf.login_via_client goes through it
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
     return path

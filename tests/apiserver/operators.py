@@ -11,11 +11,11 @@ from typing import Any
 import kopf
 
 
-def registry() -> kopf.OperatorRegistry:
-    """A registry of one's own (a test's handlers), logging in the way the operator does: KUBECONFIG through
-    the kubernetes client (`kopf.login_via_client`)."""
+def registry(login: Any = kopf.login_via_client) -> kopf.OperatorRegistry:
+    """A registry of one's own for a test's handlers, logging in from KUBECONFIG: through the kubernetes client
+    (`kopf.login_via_client`, the default) or kopf's own reading of it (`kopf.login_with_kubeconfig`)."""
     own = kopf.OperatorRegistry()
-    kopf.on.login(registry=own)(kopf.login_via_client)
+    kopf.on.login(registry=own)(login)
     return own
 
 

@@ -4,6 +4,7 @@ come from kmock's bundled discovery of a real cluster), and whatever the CustomR
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import kmock
@@ -102,7 +103,8 @@ class ResourceType:
                            "kind": self.kind, "verbs": list(SUBRESOURCE_VERBS[sub])} for sub in self.subresources]
 
 
-def builtin_types() -> list[ResourceType]:
+@functools.cache
+def builtin_types() -> tuple[ResourceType, ...]:
     bundled = kmock.KubernetesEmulator().resources
     bundled.load_bundled()
     types = []
@@ -115,7 +117,7 @@ def builtin_types() -> list[ResourceType]:
             namespaced=bool(info.namespaced), short_names=tuple(sorted(info.shortnames)),
             categories=tuple(sorted(info.categories)), verbs=tuple(sorted(info.verbs)), subresources=subresources,
             fields=frozenset({"metadata.name", "metadata.namespace", *FIELDS.get(key, ())})))
-    return types
+    return tuple(types)
 
 
 def custom_types(crd: dict[str, Any]) -> list[ResourceType]:

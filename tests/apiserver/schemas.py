@@ -221,7 +221,13 @@ class CustomSchema:
 
 
 class BuiltinSchemas:
-    """The OpenAPI schemas of the built-in kinds, as kubernetes-validate ships them for one Kubernetes release."""
+    """The OpenAPI schemas of the built-in kinds, as kubernetes-validate ships them for one Kubernetes release
+    (`shared()` loads them once per process)."""
+
+    @staticmethod
+    @functools.cache
+    def shared() -> BuiltinSchemas:
+        return BuiltinSchemas()
 
     def __init__(self, version: str = KUBERNETES):
         self.folder = resources.files("kubernetes_validate") / "kubernetes-json-schema" / f"v{version}.0-local"

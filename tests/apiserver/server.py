@@ -45,8 +45,9 @@ CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
 NAMESPACES = "v1/namespaces"
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what the API server draws generateName suffixes from
-SERVER_VERSION = {"major": "1", "minor": "35", "gitVersion": "v1.35.0", "gitCommit": "emulated", "gitTreeState": "clean",
-                  "buildDate": "2025-12-17T00:00:00Z", "goVersion": "go1.25.5", "compiler": "gc",
+SERVER_VERSION = {"major": "1", "minor": "35", "gitVersion": "v1.35.0", "gitCommit": "emulated",
+                  "gitTreeState": "clean", "buildDate": "2025-12-17T00:00:00Z", "goVersion": "go1.25.5",
+                  "compiler": "gc",
                   "platform": "linux/amd64"}
 ANY = "*"
 
@@ -166,7 +167,8 @@ class Watcher:
                                                                   "resourceVersion": str(event.rv)}}
         elif not selected:
             return
-        self.push(event.line() if (kind, obj) == (event.type, event.obj) else self.render(kind, obj))
+        self.push(event.line() if kind == event.type and obj is event.obj and not self.as_table
+                  and obj.get("apiVersion") == self.rt.api_version else self.render(kind, obj))
 
     def render(self, kind: str, obj: dict[str, Any]) -> bytes:
         obj = self.emulator._served(self.rt, obj)
@@ -198,7 +200,7 @@ class Emulator(kmock.KubernetesEmulator):
         self._compacted: dict[tuple[str, str], int] = {}
         self._watchers: dict[tuple[str, str], set[Watcher]] = collections.defaultdict(set)
         self._history_size = history
-        self._builtin_schemas = BuiltinSchemas() if validate_builtins else None
+        self._builtin_schemas = BuiltinSchemas.shared() if validate_builtins else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._stopping: asyncio.Event | None = None
@@ -221,7 +223,8 @@ class Emulator(kmock.KubernetesEmulator):
     def _documents(source: str | Path | dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(source, dict):
             return [source]
-        return [doc for doc in yaml.safe_load_all(Path(source).read_text(encoding="utf-8")) if doc]
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return [doc for doc in yaml.load_all(Path(source).read_text(encoding="utf-8"), Loader=loader) if doc]
 
     # ---- serving ----------------------------------------------------------------------------------------------
 
@@ -762,7 +765,8 @@ class Emulator(kmock.KubernetesEmulator):
             return self._delete(rt, namespace if rt.namespaced else None, name, propagation=propagation)[1]
 
     def wait_for(self, condition: Callable[[], T], timeout: float = 10) -> T:
-        """Wait until condition() (called under the store's lock, after each change) returns something truthy."""
+        """Wait until condition() returns something truthy; it is called under the store's lock, after each change
+        and each request."""
         with self._changed:
             result = self._changed.wait_for(condition, timeout)
         if not result:
@@ -825,6 +829,7 @@ class Emulator(kmock.KubernetesEmulator):
             resource=kmock.resource(target.group, target.version, target.plural) if target else None)
         with self._mutex:
             self.log.append(record)  # at arrival: a watch may stay open until the end
+            self._changed.notify_all()
         try:
             response = await self._handle(request)
         except ApiError as error:

@@ -44,7 +44,8 @@ def json_path(obj: Any, path: str) -> Any:
             elif index and isinstance(value, list) and int(index) < len(value):
                 found.append(value[int(index)])
             elif key and isinstance(value, list):
-                found += [item for item in value if isinstance(item, dict) and str(json_path(item, f".{key}")) == wanted]
+                found += [item for item in value
+                          if isinstance(item, dict) and str(json_path(item, f".{key}")) == wanted]
         values = found
     return values[0] if len(values) == 1 else (values or None)
 
