@@ -130,7 +130,8 @@ def nodes(node: dict, path: str = ""):
 
 def test_committed_crds_are_what_the_specs_generate():
     expected = {f"{d['metadata']['name']}.yaml": render([d]) for d in CRDS.values()}
-    committed = {path.name: path.read_text(encoding="utf-8") for path in (ROOT / "crds").glob("*.yaml")}
+    generated = (ROOT / "crds").glob("*.autodetect.dev.yaml")  # kopf's peering CRDs beside them are written by hand
+    committed = {path.name: path.read_text(encoding="utf-8") for path in generated}
     assert committed == expected, "crds/ is out of date with api/v1alpha1.py: run `autodetect crds --out crds`"
 
 

@@ -1,0 +1,36 @@
+"""Fixtures for the operator's tests: a Kubernetes API server emulator over real HTTP, and a kubeconfig for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+
+from apiserver import Emulator
+
+CRDS = [doc for path in sorted((Path(__file__).resolve().parents[1] / "crds").glob("*.yaml"))
+        for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        if doc]  # read once: every test gets a fresh emulator
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """The API server on 127.0.0.1 at a free port, with the repository's CRDs (autodetect's and kopf's peering)."""
+    server = Emulator(crds=CRDS)
+    with server.serve():
+        yield server
+    assert not server.internal_errors, "the emulator failed on a request:\n" + "\n".join(server.internal_errors)
+
+
+@pytest.fixture
+def kubeconfig(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kubeconfig for the emulator, also set as KUBECONFIG (kopf, the kubernetes client and kubectl read it);
+    requests through it are logged as user "operator"."""
+    path = emulator.kubeconfig(tmp_path / "kubeconfig", user="operator")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    # the kubernetes client reads KUBECONFIG once, at import; kopf.login_via_client goes through it
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    return path
