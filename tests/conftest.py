@@ -34,3 +34,21 @@ def kubeconfig(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # the kubernetes client reads KUBECONFIG once, at import; kopf.login_via_client goes through it
     monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
     return path
+
+
+@pytest.fixture
+def kubectl(kubeconfig: Path):
+    """The real kubectl (1.35) against the emulator: kubectl("get", "dexp") -> CompletedProcess."""
+    import subprocess
+
+    from apiserver import tools
+
+    binary = tools.kubectl()
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(binary), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
+                              text=True, timeout=60)
+        if check and done.returncode:
+            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
+        return done
+    return run

@@ -528,19 +528,6 @@ def test_two_peered_kopf_operators_only_the_higher_priority_acts(emulator, kubec
 # ---- kubectl ---------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def kubectl(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess]:
-    binary = tools.kubectl()
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(binary), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
-                              text=True, timeout=60)
-        if check and done.returncode:
-            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-        return done
-    return run
-
-
 def test_the_binaries_come_from_the_pip_package():
     found = tools.binaries()
     assert "v1.35" in subprocess.run([str(found["kubectl"]), "version", "--client"], capture_output=True,

@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kubeconfig", help="a kubeconfig file (default: in-cluster, else $KUBECONFIG)")
     parser.add_argument("--metrics-port", type=int, default=8000, help="Prometheus metrics on this port (0: none)")
     parser.add_argument("--health-port", type=int, default=8080, help="liveness probe on :PORT/healthz (0: none)")
-    parser.add_argument("--webhook-port", type=int, help="serve the validating admission webhook (HTTPS) here")
-    parser.add_argument("--webhook-cert", help="the webhook's TLS certificate (PEM)")
+    parser.add_argument("--webhook-port", type=int, default=9443, help="the validating admission webhook's port")
+    parser.add_argument("--webhook-cert", help="the webhook's TLS certificate (PEM); without it the webhook serves "
+                                               "plain HTTP on localhost only")
     parser.add_argument("--webhook-key", help="the webhook's TLS private key (PEM)")
     parser.add_argument("--trial-service-account", default="autodetect-trial",
                         help="the service account of trial pods whose template names none")

@@ -67,13 +67,13 @@ class ExperimentPass:
         return self._write(obj, experiment.status, decision)
 
     def _write(self, obj: dict, stored: ExperimentStatus, decision: Decision) -> Outcome:
-        """The status, once, then the Events: a pass that fails before its status is written is made again,
-        and says its Events then."""
-        if decision.status != stored:
-            self.api.replace_status(builders.with_status(obj, decision.status))
+        """The Events, then the status, once. What was carried out is said even when the status write then fails
+        (a conflict: the pass is made again, and an Event of a status change may then be said twice)."""
         self.events += decision.events
         for event in self.events:
             self.api.create(builders.event_object(event, obj, self.clock(), self.settings.instance))
+        if decision.status != stored:
+            self.api.replace_status(builders.with_status(obj, decision.status))
         return Outcome(decision.status.phase, self.events)
 
     # --- each trial's step ----------------------------------------------------------------------------

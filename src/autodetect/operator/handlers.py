@@ -11,6 +11,7 @@ from autodetect.vocabulary import DEPLOYMENT_LABEL, EXPERIMENT_LABEL, GROUP, VER
 registry = kopf.OperatorRegistry()
 BELONGS_TO_AN_EXPERIMENT = {EXPERIMENT_LABEL: kopf.PRESENT}
 SERVES_A_MODEL = {DEPLOYMENT_LABEL: kopf.PRESENT}
+WEBHOOK_PATH = "validate"  # the webhook serves https://<service>:<port>/validate for the four kinds
 
 
 @kopf.on.startup(registry=registry)
@@ -61,9 +62,9 @@ async def serving_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, 
     memo.operator.wake(DEPLOYMENT, namespace, labels.get(DEPLOYMENT_LABEL))
 
 
-@kopf.on.validate(GROUP, VERSION, "detectionexperiments", registry=registry)
-@kopf.on.validate(GROUP, VERSION, "detectiontrials", registry=registry)
-@kopf.on.validate(GROUP, VERSION, "detectionmodels", registry=registry)
-@kopf.on.validate(GROUP, VERSION, "detectiondeployments", registry=registry)
+@kopf.on.validate(GROUP, VERSION, "detectionexperiments", id=WEBHOOK_PATH, registry=registry)
+@kopf.on.validate(GROUP, VERSION, "detectiontrials", id=WEBHOOK_PATH, registry=registry)
+@kopf.on.validate(GROUP, VERSION, "detectionmodels", id=WEBHOOK_PATH, registry=registry)
+@kopf.on.validate(GROUP, VERSION, "detectiondeployments", id=WEBHOOK_PATH, registry=registry)
 def validate(body: kopf.Body, old: kopf.Body | None, memo: kopf.Memo, **_) -> None:
     memo.operator.validate(body, old)

@@ -4,6 +4,7 @@ kinds we read and write. A create that answers 409 AlreadyExists is success (nam
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -75,15 +76,18 @@ class Api:
     def _call(self, verb: str, resource: Resource, method: str, path: str, body: Any = None,
               query: dict[str, Any] | None = None, content_type: str = "application/json") -> Any:
         try:
-            data, _, _ = self.client.call_api(
-                path, method, query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
-                header_params={"Accept": "application/json", "Content-Type": content_type}, body=body,
-                response_type="object", auth_settings=["BearerToken"], _return_http_data_only=False,
-                _preload_content=True)
+            method, url, headers, body, _ = self.client.param_serialize(
+                method=method, resource_path=path, body=body, auth_settings=["BearerToken"],
+                query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+                header_params={"Accept": "application/json", "Content-Type": content_type})
+            response = self.client.call_api(method, url, header_params=headers, body=body)
+            response.read()
+            if not 200 <= response.status < 300:
+                raise ApiException(http_resp=response)
         except ApiException as exc:
             self.on_error(verb, resource, exc.status)
             raise
-        return data
+        return json.loads(response.data)
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> dict | None:
         try:

@@ -39,8 +39,8 @@ class OperatorConfig:
     kubeconfig: str | None = None
     metrics_port: int | None = 8000
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
-    webhook_port: int | None = None  # serve the validating admission webhook here (HTTPS)
-    webhook_certfile: str | None = None
+    webhook_port: int | None = 9443  # the validating admission webhook: HTTPS with the cert and key given
+    webhook_certfile: str | None = None  # without: plain HTTP on localhost only (for a local run and the tests)
     webhook_keyfile: str | None = None
     timer_s: float = 10.0  # the longest a running experiment goes without a pass
     settings: Settings = field(default_factory=Settings)
@@ -69,10 +69,10 @@ class Operator:
         settings.peering.standalone = self.config.standalone
         settings.posting.level = logging.WARNING  # our own Events say what was decided; kopf's: what went wrong
         settings.admission.managed = None  # the chart installs the webhook configuration and its certificate
-        if self.config.webhook_port is not None:
-            settings.admission.server = kopf.WebhookServer(
-                addr="0.0.0.0", port=self.config.webhook_port, certfile=self.config.webhook_certfile,
-                pkeyfile=self.config.webhook_keyfile)
+        secure = self.config.webhook_certfile is not None
+        settings.admission.server = kopf.WebhookServer(
+            addr="0.0.0.0" if secure else "127.0.0.1", port=self.config.webhook_port, insecure=not secure,
+            certfile=self.config.webhook_certfile, pkeyfile=self.config.webhook_keyfile)
 
     def connection_info(self) -> kopf.ConnectionInfo:
         c = self.kube_configuration
@@ -115,11 +115,14 @@ class Operator:
                     outcome = await asyncio.to_thread(reconcile)
                     record(outcome)
                     failures, delay = 0, self.config.timer_s
-                except ApiException as exc:  # a conflict, a refused write, the API server away: pass again soon
+                except Exception as exc:  # noqa: BLE001 - a conflict, a refused write, the API away: pass again soon
                     failures += 1
-                    delay = min(30.0, 0.5 * 2 ** failures)
-                    log.warning("%s %s/%s: pass failed (%s %s), again in %.1fs", kind, namespace, name, exc.status,
-                                exc.reason, delay)
+                    delay = min(30.0, 0.25 * 2 ** failures)
+                    if isinstance(exc, ApiException):
+                        log.warning("%s %s/%s: the pass failed (%s %s); again in %.1fs", kind, namespace, name,
+                                    exc.status, exc.reason, delay)
+                    else:
+                        log.exception("%s %s/%s: the pass failed; again in %.1fs", kind, namespace, name, delay)
                 finally:
                     self.metrics.reconcile_seconds.labels(kind).observe(time.perf_counter() - started)
                 await _first(wake.wait(), stopped.wait(), timeout=delay)
@@ -155,7 +158,8 @@ async def operate(config: OperatorConfig, stop_flag: Any = None, ready_flag: Any
     try:
         await kopf.operator(
             registry=handlers.registry, memo=kopf.Memo(operator=operator), standalone=config.standalone,
-            priority=config.priority, peering_name=config.peering_name, liveness_endpoint=config.liveness_endpoint,
+            priority=config.priority, liveness_endpoint=config.liveness_endpoint,
+            peering_name=None if config.standalone else config.peering_name,  # a name makes peering mandatory
             clusterwide=not config.namespaces, namespaces=config.namespaces, stop_flag=stop_flag,
             ready_flag=ready_flag)
     finally:

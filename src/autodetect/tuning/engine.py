@@ -3,7 +3,7 @@
 The local runner and the operator only carry Decisions out; every tuning decision is made here.
 
 Semantics:
-- Trials are named f"{experiment}-{index:03d}" from index 0, and the parameters of a new trial come from the
+- Trials are named f"{experiment}-{index:03d}", the lowest free indices first, and the parameters of a new trial come from the
   seeded sampler fed with all existing trials, so the same state always gives the same StartTrials: a restart
   never double-starts, at worst it re-issues a start of a name that already exists.
 - Trial counts and failure counts are derived from the trials on every call, never kept.
@@ -274,7 +274,7 @@ class _Reconcile:
         sampling = self.spec.sampling
         parameters = suggest(space, sampling.algorithm, sampling.seed, history, count, self.spec.objective)
         taken = {t.metadata.name for t in self.trials}
-        names, index = [], len(self.trials)
+        names, index = [], 0  # the lowest free indices: a start that never got through is made again
         while len(names) < len(parameters):
             if (name := trial_name(self.exp.metadata.name, index)) not in taken:
                 names.append(name)
