@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--priority", type=int, default=None,
                         help="peering priority; the highest replica acts (default: from the pod's ordinal in its "
                              "StatefulSet, $POD_NAME ending in -N: 100 - N; else 0)")
+    parser.add_argument("--peering-lifetime", type=int, default=60, metavar="SECONDS",
+                        help="how long a silent peer counts as alive: a standby takes over this long after its "
+                             "active peer dies")
     parser.add_argument("--kubeconfig", help="a kubeconfig file (default: in-cluster, else $KUBECONFIG)")
     parser.add_argument("--metrics-port", type=int, default=8000, help="Prometheus metrics on this port (0: none)")
     parser.add_argument("--health-port", type=int, default=8080, help="liveness probe on :PORT/healthz (0: none)")
@@ -51,7 +54,7 @@ def _operator(args: argparse.Namespace) -> int:
     config = OperatorConfig(
         namespaces=args.namespace, standalone=args.standalone, peering_name=args.peering_name,
         priority=pod_priority(os.environ.get("POD_NAME")) if args.priority is None else args.priority,
-        kubeconfig=args.kubeconfig, metrics_port=args.metrics_port or None,
+        peering_lifetime_s=args.peering_lifetime, kubeconfig=args.kubeconfig, metrics_port=args.metrics_port or None,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
         webhook_port=args.webhook_port, webhook_certfile=args.webhook_cert, webhook_keyfile=args.webhook_key,
         settings=Settings(pods=TrialPodSettings(service_account=args.trial_service_account),
