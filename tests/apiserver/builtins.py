@@ -160,7 +160,14 @@ def prepare_create(key: str, obj: dict[str, Any]) -> None:
 
 
 def prepare_update(key: str, obj: dict[str, Any], old: dict[str, Any]) -> None:
-    """What an update may leave out and the server fills from the stored object (allocated values)."""
+    """What an update may leave out and the server fills: defaults, as on every write (so that writing back what
+    was read, less its defaults, is no change), and allocated values from the stored object."""
+    spec = obj.get("spec")
+    if key == "v1/pods" and isinstance(spec, dict):
+        _pod_spec_defaults(spec)
+    elif key in ("apps/v1/deployments", "batch/v1/jobs") and isinstance(spec, dict):
+        _pod_spec_defaults(spec.setdefault("template", {}).setdefault("spec", {}),
+                           restart="Never" if key == "batch/v1/jobs" else "Always")
     if key == "v1/services" and isinstance(obj.get("spec"), dict):
         for field in ("clusterIP", "clusterIPs"):
             if field not in obj["spec"] and field in (old.get("spec") or {}):

@@ -262,4 +262,8 @@ class BuiltinSchemas:
         schema, validator = found
         dropped: list[str] = []
         obj = prune(obj, schema, self._resolve, [], dropped, structural=False)
-        return obj, dropped, [_cause(error) for error in validator.iter_errors(obj)]
+        # status is the controllers' to fill (the API server defaults what they have not yet written, such as an
+        # HPA's desiredReplicas): its required fields are not checked
+        errors = [e for e in validator.iter_errors(obj) if not (e.validator == "required" and e.path and
+                                                                 e.path[0] == "status")]
+        return obj, dropped, [_cause(error) for error in errors]

@@ -7,6 +7,7 @@ truth from the cluster."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -119,8 +120,8 @@ class Operator:
                     failures += 1
                     delay = min(30.0, 0.25 * 2 ** failures)
                     if isinstance(exc, ApiException):
-                        log.warning("%s %s/%s: the pass failed (%s %s); again in %.1fs", kind, namespace, name,
-                                    exc.status, exc.reason, delay)
+                        log.warning("%s %s/%s: the pass failed (%s %s: %s); again in %.1fs", kind, namespace, name,
+                                    exc.status, exc.reason, _message(exc), delay)
                     else:
                         log.exception("%s %s/%s: the pass failed; again in %.1fs", kind, namespace, name, delay)
                 finally:
@@ -135,6 +136,13 @@ class Operator:
             admission.check(dict(body), dict(old) if old else None)
         except SpecError as exc:
             raise kopf.AdmissionError(str(exc), code=422) from None
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body or "{}").get("message", "")
+    except ValueError:
+        return (exc.body or "")[:200]
 
 
 async def _first(*waits, timeout: float) -> None:
