@@ -251,3 +251,29 @@ def test_the_admission_webhook_refuses_what_pydantic_refuses_naming_the_field(em
         assert review(experiment(limits={"maxTrials": 9}), old=good)["allowed"] is True
         changed = review(experiment(primaryMetric="recall"), old=good)
         assert changed["allowed"] is False and "spec.primaryMetric" in changed["status"]["message"]
+
+
+def test_operator_metrics(cluster, emulator, kubeconfig):
+    port = free_port()
+    emulator.inject(500, "PUT", "detectionexperiments", "status", times=1)
+    with running_operator(kubeconfig, metrics_port=port):
+        emulator.create(experiment(limits={"maxTrials": 2, "maxConcurrentTrials": 2}, earlyTermination=BANDIT))
+        cluster.start("fridge-000-0")
+        cluster.start("fridge-001-0")
+        cluster.report("fridge-000", 0.9)
+        cluster.report("fridge-001", 0.1)
+        cluster.wait(lambda: stop_requested(cluster, "fridge-001"))
+        cluster.finish("fridge-001", "fridge-001-0", phase="Pruned")
+        cluster.finish("fridge-000", "fridge-000-0")
+        cluster.wait(lambda: cluster.experiment_status().get("phase") == "Succeeded")
+
+        def value(series: str) -> float:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
+
+        cluster.wait(lambda: value('autodetect_operator_experiments{phase="Succeeded"}') == 1, 10, "the phase gauge")
+        assert value('autodetect_operator_trials_total{event="started"}') >= 2
+        assert value('autodetect_operator_trials_total{event="pruned"}') >= 1
+        assert value('autodetect_operator_trials_total{event="succeeded"}') >= 1
+        assert value('autodetect_operator_reconcile_duration_seconds_count{kind="DetectionExperiment"}') > 0
+        assert value('autodetect_operator_api_errors_total{code="500",resource="detectionexperiments",verb="update"}') == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 from datetime import datetime, timezone
 
 from autodetect.api import DetectionExperiment, DetectionTrial, parse_resource
@@ -42,8 +43,10 @@ def now() -> datetime:
 
 
 class ExperimentPass:
-    def __init__(self, api: Api, namespace: str, name: str, settings: Settings, clock=now):
+    def __init__(self, api: Api, namespace: str, name: str, settings: Settings, clock=now,
+                 on_event: Callable[[Event], None] = lambda event: None):
         self.api, self.namespace, self.name, self.settings, self.clock = api, namespace, name, settings, clock
+        self.on_event = on_event  # each Event once it is posted (the metrics count them)
         self.events: list[Event] = []
 
     def run(self) -> Outcome:
@@ -72,6 +75,7 @@ class ExperimentPass:
         self.events += decision.events
         for event in self.events:
             self.api.create(builders.event_object(event, obj, self.clock(), self.settings.instance))
+            self.on_event(event)
         if decision.status != stored:
             self.api.replace_status(builders.with_status(obj, decision.status))
         return Outcome(decision.status.phase, self.events)

@@ -38,11 +38,12 @@ class OperatorMetrics:
     def api_error(self, verb: str, resource, status: int) -> None:
         self.api_errors.labels(verb, resource.plural, str(status)).inc()
 
-    def experiment(self, namespace: str, name: str, phase: str | None, events) -> None:
+    def experiment(self, namespace: str, name: str, phase: str | None) -> None:
         if phase is None:
             self.phases.pop((namespace, name), None)
         else:
             self.phases[(namespace, name)] = phase
-        for event in events:
-            if event.reason in TRIAL_EVENTS:
-                self.trials.labels(TRIAL_EVENTS[event.reason]).inc()
+
+    def event(self, event) -> None:
+        if event.reason in TRIAL_EVENTS:
+            self.trials.labels(TRIAL_EVENTS[event.reason]).inc()

@@ -95,8 +95,8 @@ class Operator:
     async def run_experiment(self, namespace: str, name: str, stopped: Any) -> None:
         settings = self.config.settings
         await self._loop(EXPERIMENT, namespace, name, stopped,
-                         lambda: ExperimentPass(self.api, namespace, name, settings).run(),
-                         lambda outcome: self.metrics.experiment(namespace, name, outcome.phase, outcome.events))
+                         lambda: ExperimentPass(self.api, namespace, name, settings, on_event=self.metrics.event).run(),
+                         lambda outcome: self.metrics.experiment(namespace, name, outcome.phase))
 
     async def run_deployment(self, namespace: str, name: str, stopped: Any) -> None:
         instance = self.config.settings.instance
