@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
 from autodetect import __version__
 from autodetect.api import DetectionDeployment, DetectionExperiment, DetectionModel, parse_resource
@@ -76,8 +77,8 @@ class DeploymentPass:
     api: Api
     namespace: str
     name: str
-    instance: str = "autodetect-operator"
-    clock: object = now
+    post: Callable[[Event, dict], None]  # as ExperimentPass's
+    clock: Callable[[], datetime] = now
 
     def run(self) -> Outcome:
         obj = self.api.get(DETECTION_DEPLOYMENTS, self.namespace, self.name)
@@ -143,5 +144,5 @@ class DeploymentPass:
         if status != stored:
             self.api.replace_status(builders.with_status(obj, status))
         for event in events:
-            self.api.create(builders.event_object(event, obj, self.clock(), self.instance))
+            self.post(event, obj)
         return Outcome(status.readyReplicas and "Ready" or "NotReady", events)

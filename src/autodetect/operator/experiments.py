@@ -43,10 +43,10 @@ def now() -> datetime:
 
 
 class ExperimentPass:
-    def __init__(self, api: Api, namespace: str, name: str, settings: Settings, clock=now,
-                 on_event: Callable[[Event], None] = lambda event: None):
+    def __init__(self, api: Api, namespace: str, name: str, settings: Settings, post: Callable[[Event, dict], None],
+                 clock=now):
         self.api, self.namespace, self.name, self.settings, self.clock = api, namespace, name, settings, clock
-        self.on_event = on_event  # each Event once it is posted (the metrics count them)
+        self.post = post  # an Event about an object, to be posted (runtime.EventPoster: the pass does not wait)
         self.events: list[Event] = []
 
     def run(self) -> Outcome:
@@ -74,8 +74,7 @@ class ExperimentPass:
         (a conflict: the pass is made again, and an Event of a status change may then be said twice)."""
         self.events += decision.events
         for event in self.events:
-            self.api.create(builders.event_object(event, obj, self.clock(), self.settings.instance))
-            self.on_event(event)
+            self.post(event, obj)
         if decision.status != stored:
             self.api.replace_status(builders.with_status(obj, decision.status))
         return Outcome(decision.status.phase, self.events)

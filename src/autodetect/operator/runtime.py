@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,11 +19,12 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from autodetect.errors import SpecError
-from autodetect.operator import admission
+from autodetect.operator import admission, builders
 from autodetect.operator.deployments import DeploymentPass
-from autodetect.operator.experiments import ExperimentPass, Settings
+from autodetect.operator.experiments import ExperimentPass, Settings, now
 from autodetect.operator.kube import Api, load_configuration
 from autodetect.operator.metrics import OperatorMetrics
+from autodetect.tuning.events import Event
 from autodetect.vocabulary import FINALIZER, GROUP
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ class Operator:
         self.kube_configuration = load_configuration(config.kubeconfig)
         self.api = Api(self.kube_configuration, on_error=self.metrics.api_error)
         self.wakeups: dict[tuple[str, str, str], asyncio.Event] = {}  # (kind, namespace, name) -> its loop's wake-up
+        self.events = EventPoster(self.api, config.settings.instance, self.metrics.event)
 
     # --- kopf's settings and credentials ---------------------------------------------------------------
 
@@ -69,6 +73,7 @@ class Operator:
         settings.peering.lifetime = self.config.peering_lifetime_s
         settings.peering.standalone = self.config.standalone
         settings.posting.level = logging.WARNING  # our own Events say what was decided; kopf's: what went wrong
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line for every handled watch event
         settings.admission.managed = None  # the chart installs the webhook configuration and its certificate
         secure = self.config.webhook_certfile is not None
         settings.admission.server = kopf.WebhookServer(
@@ -95,13 +100,12 @@ class Operator:
     async def run_experiment(self, namespace: str, name: str, stopped: Any) -> None:
         settings = self.config.settings
         await self._loop(EXPERIMENT, namespace, name, stopped,
-                         lambda: ExperimentPass(self.api, namespace, name, settings, on_event=self.metrics.event).run(),
+                         lambda: ExperimentPass(self.api, namespace, name, settings, self.events.post).run(),
                          lambda outcome: self.metrics.experiment(namespace, name, outcome.phase))
 
     async def run_deployment(self, namespace: str, name: str, stopped: Any) -> None:
-        instance = self.config.settings.instance
         await self._loop(DEPLOYMENT, namespace, name, stopped,
-                         lambda: DeploymentPass(self.api, namespace, name, instance).run(), lambda outcome: None)
+                         lambda: DeploymentPass(self.api, namespace, name, self.events.post).run(), lambda outcome: None)
 
     async def _loop(self, kind: str, namespace: str, name: str, stopped: Any, reconcile: Callable[[], Any],
                     record: Callable[[Any], None]) -> None:
@@ -145,6 +149,33 @@ def _message(exc: ApiException) -> str:
         return (exc.body or "")[:200]
 
 
+class EventPoster:
+    """Events leave from a thread of their own, in order: a reconcile pass does not wait for them (kopf posts its
+    own Events the same way). An Event that cannot be posted is logged, not retried."""
+
+    def __init__(self, api: Api, instance: str, on_posted: Callable[[Event], None]):
+        self.api, self.instance, self.on_posted = api, instance, on_posted
+        self.queue: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="autodetect-events", daemon=True)
+        self.thread.start()
+
+    def post(self, event: Event, involved: dict) -> None:
+        self.on_posted(event)
+        self.queue.put(builders.event_object(event, involved, now(), self.instance))
+
+    def _run(self) -> None:
+        while (obj := self.queue.get()) is not None:
+            try:
+                self.api.create(obj)
+            except ApiException as exc:
+                log.warning("event %s about %s not posted: %s %s", obj["reason"], obj["involvedObject"]["name"],
+                            exc.status, _message(exc))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(10)
+
+
 async def _first(*waits, timeout: float) -> None:
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
@@ -171,4 +202,5 @@ async def operate(config: OperatorConfig, stop_flag: Any = None, ready_flag: Any
             clusterwide=not config.namespaces, namespaces=config.namespaces, stop_flag=stop_flag,
             ready_flag=ready_flag)
     finally:
+        operator.events.close()
         operator.api.close()
