@@ -499,7 +499,7 @@ class Emulator(kmock.KubernetesEmulator):
             obj, dropped, more = rt.schema.admit(obj, old)
             causes += more
         elif self._builtin_schemas is not None and not rt.custom:
-            obj, dropped, more = self._builtin_schemas.admit(obj)
+            obj, dropped, more = self._builtin_schemas.admit(obj, old)
             causes += more
         if dropped and validation == "Strict":
             unknown = ", ".join(f'unknown field "{field}"' for field in dropped)
