@@ -886,6 +886,8 @@ class Emulator(kmock.KubernetesEmulator):
                     obj = tables.table(rt, [obj], obj["metadata"]["resourceVersion"],
                                        query.get("includeObject", "Metadata"))
                 return _json(obj)
+        if "protobuf" in raw.headers.get("Content-Type", ""):  # kubectl's typed generators (`kubectl create job`)
+            raise ApiError(415, "UnsupportedMediaType", "the emulator reads JSON and YAML bodies, not protobuf")
         validation = query.get("fieldValidation", "Warn")
         dry_run = query.get("dryRun") == "All"
         data = request.data
