@@ -104,11 +104,13 @@ def test_writes_are_stamped_as_a_real_server_stamps_them(custom):
     assert restatus["status"] == {"phase": "Running", "message": ""}  # with the schema's default
 
 
-def test_generate_name_gives_five_random_characters(core):
+def test_generate_name_gives_five_random_characters(core, emulator):
     pod = core.create_namespaced_pod("default", {"metadata": {"generateName": "fridge-000-1-"}, "spec": {
         "containers": [{"name": "trainer", "image": "trainer:1"}]}})
     assert re.fullmatch(r"fridge-000-1-[a-z0-9]{5}", pod.metadata.name)
     assert pod.status.phase == "Pending" and pod.spec.restart_policy == "Always"
+    emulator.pod_logs["default", pod.metadata.name] = "epoch 1: mAP 0.41\n"
+    assert core.read_namespaced_pod_log(pod.metadata.name, "default") == "epoch 1: mAP 0.41\n"
 
 
 def test_label_and_field_selectors_on_lists(core, emulator):
@@ -233,6 +235,25 @@ def test_schema_violations_are_refused_naming_the_field_and_unknown_fields_prune
     strict = http.post(f"/apis/{GROUP}/{VERSION}/namespaces/default/detectionexperiments",
                        params={"fieldValidation": "Strict"}, json=experiment(name="other", extra=1))
     assert strict.status_code == 400 and 'strict decoding error: unknown field "spec.extra"' in strict.json()["message"]
+
+
+def test_built_in_kinds_are_checked_against_the_kubernetes_schemas(client, http):
+    batch = kubernetes.client.BatchV1Api(client)
+    bad = job()
+    bad["spec"]["backoffLimit"] = "none"
+    answer = http.post("/apis/batch/v1/namespaces/default/jobs", json=bad)
+    assert answer.status_code == 422 and answer.json()["details"]["causes"][0]["field"] == "spec.backoffLimit"
+    forever = job("forever")
+    forever["spec"]["template"]["spec"]["restartPolicy"] = "Always"
+    status, body = failure(lambda: batch.create_namespaced_job("default", forever))
+    assert status == 422 and body["details"]["causes"][0]["field"] == "spec.template.spec.restartPolicy"
+    unknown = job("unknown")
+    unknown["spec"]["template"]["spec"]["containers"][0]["gpus"] = 1
+    answer = http.post("/apis/batch/v1/namespaces/default/jobs", json=unknown)
+    assert answer.headers["Warning"] == '299 - "unknown field \\"spec.template.spec.containers[0].gpus\\""'
+    assert "gpus" not in answer.json()["spec"]["template"]["spec"]["containers"][0]
+    long_name = job("x" * 64)
+    assert http.post("/apis/batch/v1/namespaces/default/jobs", json=long_name).status_code == 422
 
 
 def test_cel_rules_of_a_crd_are_evaluated(emulator, custom):

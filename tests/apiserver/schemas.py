@@ -162,6 +162,17 @@ def _cause(error: jsonschema.ValidationError) -> Cause:
             return field, f"Invalid value: {_show(value)}: {error.message}"
 
 
+def changed_causes(validator: jsonschema.Validator, obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    """Validate the top-level parts that changed (a status write re-checks the status only), as the server's
+    validation ratcheting lets an unchanged part stand."""
+    schema = validator.schema
+    causes = [(key, "Required value") for key in schema.get("required", ()) if key not in obj]
+    for key, sub in (schema.get("properties") or {}).items():
+        if key in obj and key != "metadata" and (old is None or obj[key] != old.get(key)):
+            causes += [_cause(error) for error in validator.descend(obj[key], sub, path=key)]
+    return causes
+
+
 @functools.lru_cache(maxsize=512)
 def _cel_program(rule: str) -> celpy.Runner:
     environment = celpy.Environment()
@@ -214,7 +225,7 @@ class CustomSchema:
                 dropped.append(f"metadata.{key}")
                 del metadata[key]
             obj["metadata"] = metadata
-        causes = [_cause(error) for error in self.validator.iter_errors(obj)]
+        causes = changed_causes(self.validator, obj, old)
         if self.has_rules and not causes:
             _cel_rules(obj, old, self.schema, [], causes)
         return obj, dropped, causes
@@ -255,7 +266,7 @@ class BuiltinSchemas:
                 self._validators[key] = (schema, validator)
         return self._validators[key]
 
-    def admit(self, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[Cause]]:
+    def admit(self, obj: dict[str, Any], old: dict[str, Any] | None) -> tuple[dict[str, Any], list[str], list[Cause]]:
         found = self._schema(obj.get("apiVersion", ""), obj.get("kind", ""))
         if found is None:
             return obj, [], []
@@ -264,6 +275,5 @@ class BuiltinSchemas:
         obj = prune(obj, schema, self._resolve, [], dropped, structural=False)
         # status is the controllers' to fill (the API server defaults what they have not yet written, such as an
         # HPA's desiredReplicas): its required fields are not checked
-        errors = [e for e in validator.iter_errors(obj) if not (e.validator == "required" and e.path and
-                                                                 e.path[0] == "status")]
-        return obj, dropped, [_cause(error) for error in errors]
+        return obj, dropped, [cause for cause in changed_causes(validator, obj, old)
+                              if not (str(cause[0]).startswith("status") and cause[1] == "Required value")]

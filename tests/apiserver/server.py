@@ -499,7 +499,7 @@ class Emulator(kmock.KubernetesEmulator):
             obj, dropped, more = rt.schema.admit(obj, old)
             causes += more
         elif self._builtin_schemas is not None and not rt.custom:
-            obj, dropped, more = self._builtin_schemas.admit(obj)
+            obj, dropped, more = self._builtin_schemas.admit(obj, old)
             causes += more
         if dropped and validation == "Strict":
             unknown = ", ".join(f'unknown field "{field}"' for field in dropped)
@@ -886,6 +886,8 @@ class Emulator(kmock.KubernetesEmulator):
                     obj = tables.table(rt, [obj], obj["metadata"]["resourceVersion"],
                                        query.get("includeObject", "Metadata"))
                 return _json(obj)
+        if "protobuf" in raw.headers.get("Content-Type", ""):  # kubectl's typed generators (`kubectl create job`)
+            raise ApiError(415, "UnsupportedMediaType", "the emulator reads JSON and YAML bodies, not protobuf")
         validation = query.get("fieldValidation", "Warn")
         dry_run = query.get("dryRun") == "All"
         data = request.data
