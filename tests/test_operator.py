@@ -6,6 +6,7 @@ KubernetesReporter. Every object the operator writes is checked by the emulator 
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 import kubernetes_validate
@@ -244,6 +245,15 @@ def test_the_admission_webhook_refuses_what_pydantic_refuses_naming_the_field(em
                        "userInfo": {"username": "tester"}}
             body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
             return httpx.post(f"http://127.0.0.1:{port}/validate", json=body, timeout=10).json()["response"]
+
+        def listening() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        deadline = time.monotonic() + 20  # kopf opens the webhook's port after it says it is ready
+        while not listening():
+            assert time.monotonic() < deadline, "the webhook never listened"
+            time.sleep(0.05)
 
         assert review(good)["allowed"] is True
         refused = review(bad)
