@@ -30,14 +30,15 @@ async def experiment(namespace: str, name: str, stopped: kopf.DaemonStopped, mem
 
 
 @kopf.on.event(GROUP, VERSION, "detectionexperiments", registry=registry)
-async def experiment_changed(namespace: str, name: str, memo: kopf.Memo, **_) -> None:
-    memo.operator.wake(EXPERIMENT, namespace, name)
+async def experiment_changed(namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo, **_) -> None:
+    memo.operator.wake_on_spec(EXPERIMENT, namespace, name, meta.get("generation"))
     memo.operator.wake(DEPLOYMENT, namespace)  # its registered model may have changed
 
 
+# Pods are not watched (a cluster has many): a failed pod fails its Job within a second, which is watched, and a
+# pod that cannot start is seen by the timer's pass.
 @kopf.on.event(GROUP, VERSION, "detectiontrials", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
 @kopf.on.event("batch", "v1", "jobs", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
-@kopf.on.event("", "v1", "pods", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
 async def trial_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_) -> None:
     memo.operator.wake(EXPERIMENT, namespace, labels.get(EXPERIMENT_LABEL))
 
@@ -48,8 +49,8 @@ async def deployment(namespace: str, name: str, stopped: kopf.DaemonStopped, mem
 
 
 @kopf.on.event(GROUP, VERSION, "detectiondeployments", registry=registry)
-async def deployment_changed(namespace: str, name: str, memo: kopf.Memo, **_) -> None:
-    memo.operator.wake(DEPLOYMENT, namespace, name)
+async def deployment_changed(namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo, **_) -> None:
+    memo.operator.wake_on_spec(DEPLOYMENT, namespace, name, meta.get("generation"))
 
 
 @kopf.on.event(GROUP, VERSION, "detectionmodels", registry=registry)

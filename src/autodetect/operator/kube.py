@@ -66,7 +66,8 @@ class Api:
     and raised, except a create's 409 AlreadyExists and a delete's or get's 404."""
 
     def __init__(self, configuration: kubernetes.client.Configuration,
-                 on_error: Callable[[str, Resource, int], None] | None = None):
+                 on_error: Callable[[str, Resource, int], None] | None = None, connections: int = 32):
+        configuration.connection_pool_maxsize = connections  # one kept-alive connection for each pass under way
         self.client = kubernetes.client.ApiClient(configuration)
         self.on_error = on_error or (lambda verb, resource, status: None)
 

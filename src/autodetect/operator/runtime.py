@@ -7,6 +7,7 @@ truth from the cluster."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import queue
@@ -30,6 +31,7 @@ from autodetect.vocabulary import FINALIZER, GROUP
 log = logging.getLogger(__name__)
 
 EXPERIMENT, DEPLOYMENT = "DetectionExperiment", "DetectionDeployment"
+PASS_THREADS = 32
 ANNOTATIONS_PREFIX = GROUP  # kopf's progress and last-handled-configuration annotations: autodetect.dev/...
 
 
@@ -59,6 +61,9 @@ class Operator:
         self.kube_configuration = load_configuration(config.kubeconfig)
         self.api = Api(self.kube_configuration, on_error=self.metrics.api_error)
         self.wakeups: dict[tuple[str, str, str], asyncio.Event] = {}  # (kind, namespace, name) -> its loop's wake-up
+        self.generations: dict[tuple[str, str, str], int | None] = {}  # the spec generation last woken for
+        # A pass mostly waits on the API server: many may be under way at once, each object's in order.
+        self.passes = concurrent.futures.ThreadPoolExecutor(PASS_THREADS, thread_name_prefix="autodetect-pass")
         self.events = EventPoster(self.api, config.settings.instance, self.metrics.event)
 
     # --- kopf's settings and credentials ---------------------------------------------------------------
@@ -97,6 +102,13 @@ class Operator:
             if k == kind and ns == namespace and name in (None, n):
                 event.set()
 
+    def wake_on_spec(self, kind: str, namespace: str, name: str, generation: int | None) -> None:
+        """Wake an object's loop when its spec changed: not for the status its own pass has just written."""
+        key = (kind, namespace, name)
+        if self.generations.get(key) != generation:
+            self.generations[key] = generation
+            self.wake(kind, namespace, name)
+
     async def run_experiment(self, namespace: str, name: str, stopped: Any) -> None:
         settings = self.config.settings
         await self._loop(EXPERIMENT, namespace, name, stopped,
@@ -117,7 +129,7 @@ class Operator:
                 wake.clear()
                 started = time.perf_counter()
                 try:
-                    outcome = await asyncio.to_thread(reconcile)
+                    outcome = await asyncio.get_running_loop().run_in_executor(self.passes, reconcile)
                     record(outcome)
                     failures, delay = 0, self.config.timer_s
                 except Exception as exc:  # noqa: BLE001 - a conflict, a refused write, the API away: pass again soon
@@ -134,6 +146,7 @@ class Operator:
         finally:
             if self.wakeups.get(key) is wake:
                 del self.wakeups[key]
+                self.generations.pop(key, None)
 
     def validate(self, body: dict, old: dict | None) -> None:
         try:
@@ -203,4 +216,5 @@ async def operate(config: OperatorConfig, stop_flag: Any = None, ready_flag: Any
             ready_flag=ready_flag)
     finally:
         operator.events.close()
+        operator.passes.shutdown(wait=True, cancel_futures=True)
         operator.api.close()
