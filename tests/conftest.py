@@ -62,3 +62,8 @@ def kubectl(emulator: Emulator, kubeconfig: Path):
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if (path := operator_requests.requested_file()) is not None:
         operator_requests.write(path)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The RBAC test reads what the operator tests recorded: it runs after them."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_operator_rbac.py"))
