@@ -9,6 +9,7 @@ import kubernetes
 import pytest
 import yaml
 
+import operator_requests
 from apiserver import Emulator
 
 CRDS = [doc for path in sorted((Path(__file__).resolve().parents[1] / "crds").glob("*.yaml"))
@@ -17,11 +18,14 @@ CRDS = [doc for path in sorted((Path(__file__).resolve().parents[1] / "crds").gl
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    """The API server on 127.0.0.1 at a free port, with the repository's CRDs (autodetect's and kopf's peering)."""
+def emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """The API server on 127.0.0.1 at a free port, with the repository's CRDs (autodetect's and kopf's peering).
+    What the operator and the trainer asked of it is kept for the RBAC test (operator_requests)."""
     server = Emulator(crds=CRDS)
     with server.serve():
         yield server
+    operator_requests.record(request.node.nodeid, [r for r in server.requests() if r.user in (
+        *operator_requests.OPERATOR_USERS, operator_requests.TRAINER_USER)])
     assert not server.internal_errors, "the emulator failed on a request:\n" + "\n".join(server.internal_errors)
 
 
@@ -37,13 +41,14 @@ def kubeconfig(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.fixture
-def kubectl(kubeconfig: Path):
-    """The real kubectl (1.35) against the emulator: kubectl("get", "dexp") -> CompletedProcess."""
+def kubectl(emulator: Emulator, kubeconfig: Path):
+    """The real kubectl (1.35) against the emulator, as a user of its own: kubectl("get", "dexp") -> CompletedProcess."""
     import subprocess
 
     from apiserver import tools
 
     binary = tools.kubectl()
+    kubeconfig = emulator.kubeconfig(kubeconfig.with_name("kubectl-kubeconfig"), user="tester")
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([str(binary), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
@@ -52,3 +57,13 @@ def kubectl(kubeconfig: Path):
             raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
         return done
     return run
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if (path := operator_requests.requested_file()) is not None:
+        operator_requests.write(path)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The RBAC test reads what the operator tests recorded: it runs after them."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_operator_rbac.py"))

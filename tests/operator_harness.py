@@ -29,6 +29,13 @@ def experiment(name: str = "fridge", **spec: Any) -> dict:
                      "artifacts": {"uri": "pvc://artifacts/"}, **spec}}
 
 
+def trainer_kubeconfig(emulator: Emulator, kubeconfig: Path) -> Path:
+    """A kubeconfig beside the operator's for the trainer in a trial pod: its requests are the trial role's."""
+    from operator_requests import TRAINER_USER
+
+    return emulator.kubeconfig(kubeconfig.with_name("trainer-kubeconfig"), user=TRAINER_USER)
+
+
 @contextlib.contextmanager
 def running_operator(kubeconfig: Path, timeout: float = 30, **config: Any) -> Iterator[OperatorConfig]:
     """autodetect's operator (operate()) in a thread with its own event loop, standalone, until the block ends."""
@@ -64,7 +71,7 @@ class Cluster:
     report through the real KubernetesReporter over HTTP, as a trial pod's trainer does."""
 
     def __init__(self, emulator: Emulator, kubeconfig: Path):
-        self.emulator, self.api = emulator, Api(load_configuration(str(kubeconfig)))
+        self.emulator, self.api = emulator, Api(load_configuration(str(trainer_kubeconfig(emulator, kubeconfig))))
         self.reporters: dict[str, KubernetesReporter] = {}
 
     def get(self, resource: str, name: str) -> dict | None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from apiserver import controllers
-from operator_harness import NAMESPACE, Cluster, running_operator
+from operator_harness import NAMESPACE, Cluster, running_operator, trainer_kubeconfig
 
 from autodetect.data.synth import synthesize
 
@@ -85,7 +85,7 @@ def test_apply_to_a_registered_model_with_real_trainers(emulator, kubeconfig, ku
                  "limits": {"maxTrials": 3, "maxConcurrentTrials": 2}, "artifacts": {"uri": "pvc://artifacts/"},
                  "trialTemplate": {"image": "autodetect-trainer:0.1.0"}}}))
     cluster = Cluster(emulator, kubeconfig)
-    kubelet = Kubelet(cluster, kubeconfig, pvc, tmp_path / "home")
+    kubelet = Kubelet(cluster, trainer_kubeconfig(emulator, kubeconfig), pvc, tmp_path / "home")
     with running_operator(kubeconfig):
         assert "created" in kubectl("apply", "-f", str(manifest)).stdout
 
