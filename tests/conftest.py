@@ -41,14 +41,13 @@ def kubeconfig(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.fixture
-def kubectl(emulator: Emulator, kubeconfig: Path):
-    """The real kubectl (1.35) against the emulator, as a user of its own: kubectl("get", "dexp") -> CompletedProcess."""
+def kubectl(kubeconfig: Path):
+    """The real kubectl (1.35) against the emulator: kubectl("get", "dexp") -> CompletedProcess."""
     import subprocess
 
     from apiserver import tools
 
     binary = tools.kubectl()
-    kubeconfig = emulator.kubeconfig(kubeconfig.with_name("kubectl-kubeconfig"), user="tester")
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([str(binary), "--kubeconfig", str(kubeconfig), *args], capture_output=True,

@@ -1,6 +1,6 @@
 """Every request the operator made to the emulator during this test session, in RBAC's terms, for the RBAC test
 (tests/test_operator_rbac.py). The emulator fixture (conftest.py) feeds it; the trainer, played by the tests or run
-as a process, speaks as TRAINER_USER, and the tests' own kubectl as a third user, so neither is counted."""
+as a process, speaks as TRAINER_USER, so that its requests are held to the trial role, not the operator's."""
 
 from __future__ import annotations
 

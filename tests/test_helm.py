@@ -135,3 +135,44 @@ def _ddep(**autoscaling):
         "metadata": {"name": "fridge", "namespace": "ml", "uid": "d-uid"},
         "spec": {"model": {"experimentRef": "fridge"}, "replicas": {"min": 1, "max": 4},
                  "autoscaling": autoscaling or {"targetCPUUtilizationPercentage": 70}}})
+
+
+def checkov() -> list[str]:
+    """checkov's command: importable here, or $CHECKOV (CI installs it in a venv of its own: its pins clash)."""
+    import importlib.util
+    import os
+    import shutil
+    import sys
+
+    if importlib.util.find_spec("checkov") is not None:
+        return [sys.executable, "-m", "checkov.main"]
+    if (found := os.environ.get("CHECKOV") or shutil.which("checkov")) is not None:
+        return [found]
+    pytest.skip("checkov is not importable and $CHECKOV is not set (pip install checkov; .ci/run installs it)")
+
+
+def test_the_chart_and_the_builders_objects_pass_checkov(tmp_path):
+    import json
+
+    from test_operator_builders import experiment, trial_dict
+
+    command = checkov()
+    ddep = _ddep(targetRequestsInFlightPerPod=4)
+    ddep.spec.replicas.min = 2  # with a PodDisruptionBudget
+    model = builders.ServedModel("fridge-best", "0123456789abcdef", "artifacts", "fridge/model")
+    built = [builders.trial_job(trial_dict(attempt=0), experiment()), builders.serving_deployment(ddep, model, "0.1.0"),
+             builders.serving_service(ddep), builders.autoscaler(ddep), builders.disruption_budget(ddep),
+             builders.key_secret(ddep, "not-a-real-key")]
+    (tmp_path / "builders.yaml").write_text(yaml.safe_dump_all(built))
+    for variant in ("defaults", "namespaced", "cert-manager"):  # every built-in kind the chart renders
+        args = VARIANTS[variant]
+        (tmp_path / f"chart-{variant}.yaml").write_text(yaml.safe_dump_all(render(*args)))
+    done = subprocess.run([*command, "--config-file", str(ROOT / ".checkov.yaml"), "-d", str(tmp_path), "-o", "json"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    reports = json.loads(done.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    failed = [(c["check_id"], c["check_name"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]]
+    assert failed == [], failed
+    passed = sum(len(r["results"]["passed_checks"]) for r in reports)
+    resources = {c["resource"].split(".")[0] for r in reports for c in r["results"]["passed_checks"]}
+    assert passed > 100 and {"StatefulSet", "Job", "Deployment", "Service", "Secret"} <= resources
