@@ -5,5 +5,6 @@
 ARG BASE_IMAGE=autodetect-base:0.1.0
 # hadolint ignore=DL3006
 FROM ${BASE_IMAGE}
-EXPOSE 8080 9090
+# metrics, liveness, the admission webhook (the defaults of `autodetect operator`)
+EXPOSE 8000 8080 9443
 ENTRYPOINT ["autodetect", "operator"]
