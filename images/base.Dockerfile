@@ -43,11 +43,15 @@ USER 10001:10001
 WORKDIR /tmp
 
 FROM base AS ml
+ARG FLAVOR
 USER 0:0
 # libgl1 and libglib2.0 for OpenCV (ultralytics); then the package again, now with all its dependencies.
-# torch comes from PyPI (CUDA wheels: the same image trains on a GPU node or on the CPU).
+# FLAVOR=cpu takes torch's CPU wheels (a fraction of the size; 2.14.1+cpu meets the ==2.14.1 pin), FLAVOR=gpu
+# PyPI's CUDA wheels.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/* \
+    && if [ "$FLAVOR" = cpu ]; then \
+         pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch torchvision; fi \
     && pip install --no-cache-dir /opt/autodetect
 USER 10001:10001
