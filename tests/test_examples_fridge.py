@@ -95,3 +95,33 @@ def test_applied_with_kubectl_and_the_operator_starts_four_trials_with_the_claim
         ddep = cluster.get("detectiondeployments", "fridge")
         assert cluster.get("deployments", "fridge") is None  # it waits for the experiment's model
     assert ddep["metadata"]["namespace"] == NAMESPACE
+
+
+def test_the_load_jobs_commands_turn_the_fridge_zip_into_a_valid_jsonl(tmp_path):
+    """The Job's own steps after the download, run as they are (claim path moved to tmp) on a zip laid out as
+    odFridgeObjects.zip is: odFridgeObjects/images/*.jpg beside odFridgeObjects/annotations/*.xml (VOC)."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    from autodetect.data.convert import write_voc
+    from autodetect.data.dataset import read_jsonl
+    from autodetect.data.synth import synthesize
+
+    made = tmp_path / "made"
+    write_voc(read_jsonl(synthesize(made, classes=2, images=4, size=64, seed=3, image_format="jpg")), made)
+    claim = tmp_path / "claim"
+    claim.mkdir()
+    with zipfile.ZipFile(claim / "odFridgeObjects.zip", "w") as archive:
+        for path in (made / "images").iterdir():
+            folder = "annotations" if path.suffix == ".xml" else "images"
+            archive.write(path, f"odFridgeObjects/{folder}/{path.name}")
+    pod = manifest("load-data.yaml")["spec"]["template"]["spec"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for step in [*pod["initContainers"][1:], *pod["containers"]]:
+        command = [part.replace("/mnt/pvc/fridge", str(claim)) for part in step["command"]]
+        command[:1] = [sys.executable] if command[0] == "python" else [sys.executable, "-m", "autodetect.cli"]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, f"{step['name']}: {done.stdout}{done.stderr}"
+    assert "4 images" in done.stdout and (claim / "odFridgeObjects" / "annotations.jsonl").is_file()
