@@ -110,3 +110,20 @@ def test_events_are_valid_and_name_the_experiment(warning):
     validate(event)
     assert event["involvedObject"]["name"] == "fridge" and event["type"] == ("Warning" if warning else "Normal")
     assert len(event["message"]) == builders.MESSAGE_LIMIT and event["reason"] == "TrialPruned"
+
+
+@pytest.mark.parametrize(("resources", "image"), [
+    ({"requests": {"cpu": "1"}}, "autodetect-serving:0.1.0"),
+    ({"limits": {"nvidia.com/gpu": 1}}, "autodetect-serving:0.1.0-gpu"),
+    ({"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 1}}, "autodetect-serving:0.1.0-gpu"),
+])
+def test_a_deployment_asking_for_a_gpu_gets_the_gpu_serving_image(resources, image):
+    from autodetect.api.v1alpha1 import DetectionDeployment
+
+    ddep = DetectionDeployment.model_validate({
+        "apiVersion": "autodetect.dev/v1alpha1", "kind": "DetectionDeployment",
+        "metadata": {"name": "fridge", "namespace": "default"},
+        "spec": {"model": {"experimentRef": "fridge"}, "resources": resources}})
+    assert builders.serving_image(ddep, "0.1.0") == image
+    pinned = ddep.model_copy(update={"spec": ddep.spec.model_copy(update={"image": "mine:1"})})
+    assert builders.serving_image(pinned, "0.1.0") == "mine:1"  # an image the user names wins
