@@ -25,7 +25,7 @@ from autodetect.serving.dataplane import DataPlane, azure_images, boxes_json, pa
 from autodetect.serving.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
 from autodetect.serving.metrics import Metrics, MetricsMiddleware
 from autodetect.serving.model import LoadedModel, ModelInfo
-from autodetect.serving.transport import REDACT_QUERY, HeaderCountLimit
+from autodetect.serving.transport import REDACT_QUERY, HeaderLimits
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
     app = FastAPI(title="autodetect scoring", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(HeaderCountLimit, max_headers=config.max_headers)
+    app.add_middleware(HeaderLimits, max_headers=config.max_headers, max_bytes=config.max_header_bytes)
     app.state.plane = plane
     logging.getLogger("uvicorn.access").addFilter(REDACT_QUERY)  # here too: each worker process builds its app
 

@@ -50,10 +50,12 @@ class ServerConfig:
         if self.letterbox not in LETTERBOXES:
             raise SpecError("letterbox", f"{self.letterbox!r} is not one of {', '.join(LETTERBOXES)}")
         for name in ("workers", "max_body_bytes", "max_images_per_request", "max_pixels", "decode_threads",
-                     "max_pixels_in_flight", "max_header_bytes", "max_headers", "header_timeout_s", "body_timeout_s",
-                     "max_connections"):
+                     "max_pixels_in_flight", "max_header_bytes", "max_headers", "max_connections"):
             if getattr(self, name) < 1:
                 raise SpecError(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SpecError(name, f"must be positive, got {getattr(self, name)}")
         for name in ("max_batch_size", "max_wait_ms", "inference_threads", "drain_s", "max_queued_images"):
             if getattr(self, name) < 0:
                 raise SpecError(name, f"must not be negative, got {getattr(self, name)}")

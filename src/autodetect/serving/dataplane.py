@@ -76,10 +76,6 @@ def decode_base64(text: Any, where: str) -> bytes:
         raise BadRequest(f"{where}: not valid base64") from None
 
 
-def _no_constant(name: str) -> Any:
-    raise BadRequest(f"the body: {name} is not a JSON number")
-
-
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise BadRequest(f"the body: an integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
@@ -87,9 +83,10 @@ def _bounded_int(text: str) -> int:
 
 
 def parse_json(body: bytes) -> Any:
-    """Strict JSON: Infinity and NaN, integers of many digits and deep nesting are refused with a 400."""
+    """JSON with integers of many digits and deep nesting refused (400); Infinity and NaN are left to the
+    field that gets one, which names itself (see _number)."""
     try:
-        return json.loads(body, parse_constant=_no_constant, parse_int=_bounded_int)
+        return json.loads(body, parse_int=_bounded_int)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON ({exc})") from None
     except RecursionError:

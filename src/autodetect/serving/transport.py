@@ -77,15 +77,17 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-class HeaderCountLimit:
-    """ASGI middleware: 431 for a request with more than max_headers header lines."""
+class HeaderLimits:
+    """ASGI middleware: 431 for a request with more than max_headers header lines or max_bytes of headers (h11
+    bounds headers still arriving; this, those that arrived whole in one read)."""
 
-    def __init__(self, app: Callable, max_headers: int):
-        self.app, self.max_headers = app, max_headers
+    def __init__(self, app: Callable, max_headers: int, max_bytes: int):
+        self.app, self.max_headers, self.max_bytes = app, max_headers, max_bytes
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http" and len(scope["headers"]) > self.max_headers:
-            body = b'{"error": "too many header lines (at most %d)"}' % self.max_headers
+        if scope["type"] == "http" and (len(scope["headers"]) > self.max_headers or
+                                        sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > self.max_bytes):
+            body = b'{"error": "too many header lines or bytes (at most %d, %d)"}' % (self.max_headers, self.max_bytes)
             await send({"type": "http.response.start", "status": 431,
                         "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
                                     (b"content-length", str(len(body)).encode())]})
