@@ -94,8 +94,8 @@ def png(width=32, height=32) -> bytes:
     return out.getvalue()
 
 
-def post(base, content, **params):
-    return httpx.post(f"{base}/score", content=content, params=params, timeout=30,
+def post(base, content, timeout=30, **params):
+    return httpx.post(f"{base}/score", content=content, params=params, timeout=timeout,
                       headers={**AUTH, "Content-Type": "application/octet-stream"})
 
 
@@ -281,15 +281,16 @@ def rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def test_forty_huge_pngs_keep_rss_bounded(tmp_path):
-    """40 PNGs of 6300 x 6300 (39.7 Mpx, under the 40 Mpx limit) at once: the pixel budget (2 images' worth)
-    bounds the decoded pixels in flight, and memory is given back after each."""
+def test_huge_pngs_at_once_keep_rss_bounded(tmp_path):
+    """PNGs of 6300 x 6300 (39.7 Mpx, under the 40 Mpx limit) sent at once: the pixel budget (2 images' worth)
+    bounds the decoded pixels in flight, and memory is given back after each. (8 here, for time; 40 in
+    benchmarks/bench_hardening.py.)"""
     bomb = png(6300, 6300)
     with serving(tmp_path, max_queued_images=64, decode_threads=4) as server:
         post(server.base, png())
         before = rss_mb()
-        with ThreadPoolExecutor(40) as pool:
-            answers = list(pool.map(lambda _: post(server.base, bomb), range(40)))
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: post(server.base, bomb, timeout=300), range(8)))
         after = rss_mb()
-    assert [a.status_code for a in answers] == [200] * 40
+    assert [a.status_code for a in answers] == [200] * 8
     assert after - before < 400, f"RSS grew by {after - before:.0f} MB"

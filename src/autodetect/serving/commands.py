@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="after SIGTERM, seconds of serving while not ready, before the listener closes")
     serve.add_argument("--max-queued-images", type=int, default=0,
                        help="images waiting for the model before 503 + Retry-After (0: 4 batches' worth)")
+    serve.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a request's headers (then 408)")
+    serve.add_argument("--body-timeout", type=float, default=60.0, help="seconds for a request's body (then 408)")
     serve.add_argument("--max-connections", type=int, default=1000, help="open connections beyond which requests get 503")
     serve.set_defaults(handler=_serve)
 
@@ -78,6 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_pixels=args.max_pixels or MAX_PIXELS,
         graceful_timeout_s=args.graceful_timeout, drain_s=args.drain_seconds,
         max_queued_images=args.max_queued_images, max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
     )
     serve(config)
     return 0
