@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--drain-seconds", type=float, default=5.0,
                        help="after SIGTERM, seconds of serving while not ready, before the listener closes")
     serve.add_argument("--max-queued-images", type=int, default=0,
-                       help="images waiting for the model before 503 + Retry-After (0: 4 batches' worth)")
+                       help="images waiting for the model before 503 + Retry-After (0: max(64, 4 batches))")
     serve.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a request's headers (then 408)")
     serve.add_argument("--body-timeout", type=float, default=60.0, help="seconds for a request's body (then 408)")
     serve.add_argument("--max-connections", type=int, default=1000, help="open connections beyond which requests get 503")

@@ -36,7 +36,7 @@ class ServerConfig:
     onnx_path: Path | None = None  # where to find or write the exported model; None: <model_dir>/model.onnx or a temp file
     graceful_timeout_s: float = 30.0
     drain_s: float = 5.0  # after SIGTERM: not ready, still serving, so the balancer can take the pod out first
-    max_queued_images: int = 0  # images decoding or waiting for the model; 0: 4 batches' worth. Beyond: 503
+    max_queued_images: int = 0  # images decoding or waiting for the model; 0: max(64, 4 batches). Beyond: 503
     max_pixels_in_flight: int = 2 * MAX_PIXELS  # decoded pixels across all requests at once
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100

@@ -209,7 +209,7 @@ class DataPlane:
 
     @property
     def max_waiting(self) -> int:
-        return self.config.max_queued_images or 4 * self.batcher.max_batch_size
+        return self.config.max_queued_images or max(64, 4 * self.batcher.max_batch_size)
 
     async def score(self, images: list[bytes], overrides: Mapping[str, Any]) -> list[list[Detection]]:
         """Detections for each image (decoded with the pixel limit), batched with other requests. Overloaded
