@@ -41,19 +41,39 @@ def _open(source: Path | bytes, max_pixels: int) -> Image.Image:
     return image
 
 
+def image_pixels(data: bytes, max_pixels: int = MAX_PIXELS) -> int:
+    """Width x height of an upload from its header (nothing decoded); ImageError as load_rgb would raise."""
+    with _open(data, max_pixels) as image:
+        return image.width * image.height
+
+
 def read_size(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
     """Width, height and format from the header, without decoding the pixels."""
     with _open(path, max_pixels) as image:
         return image.width, image.height, (image.format or "").lower()
 
 
-def load_rgb(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode to an HxWx3 uint8 RGB array; truncated or corrupt data raises ImageError."""
+def reduction(width: int, height: int, fit: tuple[int, int]) -> int:
+    """The integer factor an image may shrink by and still cover fit = (longer, shorter side) the model takes."""
+    long_side, short_side = max(width, height), min(width, height)
+    return max(1, min(long_side // max(1, fit[0]), short_side // max(1, fit[1])))
+
+
+def load_rgb(source: Path | bytes, max_pixels: int = MAX_PIXELS, fit: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode to an HxWx3 uint8 RGB array; truncated or corrupt data raises ImageError. With fit (the longer and
+    shorter side the model takes), a larger image is decoded smaller, by whole factors that keep it covering fit:
+    JPEG in draft mode (decoded at 1/2 to 1/8), others reduced right after decoding."""
     image = _open(source, max_pixels)
     name = str(source) if isinstance(source, Path) else "the upload"
     try:
         with image:
+            factor = reduction(image.width, image.height, fit) if fit else 1
+            if factor > 1 and image.format == "JPEG":
+                image.draft("RGB", (-(-image.width // factor), -(-image.height // factor)))
+                factor = reduction(image.width, image.height, fit)
             image.load()
+            if factor > 1:
+                return np.asarray(image.reduce(factor).convert("RGB"))
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: truncated or corrupt image ({exc})") from None

@@ -162,7 +162,7 @@ class Runner:
         log = (folder / "stdout.log").open("ab")
         # Its own session: a terminal's Ctrl-C reaches the runner only, which then stops each trainer once.
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                 start_new_session=True)
+                                 start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
         pidfd = os.pidfd_open(popen.pid) if hasattr(os, "pidfd_open") else None
         self.processes[name] = TrainerProcess(name, popen, log, pidfd)
         self.state.write_pid(name, popen.pid)
@@ -240,6 +240,24 @@ class Runner:
         return 0 if isinstance(end, Finish) else 1
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int):
+    """A preexec_fn: the trainer gets SIGTERM when the runner dies, even by SIGKILL (Linux prctl), so no
+    trainer trains on, orphaned, beside the runner's restart."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the runner died before the prctl
+            os._exit(1)
+
+    return preexec
+
+
 def check_dataset(experiment: DetectionExperiment) -> None:
     """Every trial reads the same data: a bad file or line stops the run before any trial starts (the error
     names the file and line), rather than failing each trial in turn."""
@@ -269,9 +287,10 @@ def run_experiment(path: str | Path, runs_dir: str | Path = "runs", parallel: in
     """`autodetect run`: validate the experiment, then run (or resume) it under runs_dir/<name>/."""
     experiment = load_resource(path, DetectionExperiment)
     state = RunState(Path(runs_dir), experiment.metadata.name)
-    experiment = state.open(experiment)
-    if experiment.status.phase not in ENDED_PHASES:
-        check_dataset(experiment)
-    runner = Runner(experiment, state, make_display(experiment), parallel)
-    with sigterm_as_interrupt():
-        return runner.run()
+    with state.lock():
+        experiment = state.open(experiment)
+        if experiment.status.phase not in ENDED_PHASES:
+            check_dataset(experiment)
+        runner = Runner(experiment, state, make_display(experiment), parallel)
+        with sigterm_as_interrupt():
+            return runner.run()

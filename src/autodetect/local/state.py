@@ -11,14 +11,19 @@ pass (never keeps the truth only in memory), so an interrupted run resumes from 
         stdout.log             the trainer's output
         STOP                   a stop request; holds the reason
         pid                    the trainer's process id while it may be running
+      lock                     held (flock) by the `autodetect run` of this experiment; holds its pid
       model/                   the best trial's artifact and model.yaml (a DetectionModel)
       metrics.png              every trial's primary metric by epoch
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +31,9 @@ import yaml
 
 from autodetect.api import DetectionExperiment, DetectionModel, DetectionTrial, parse_resource
 from autodetect.api.v1alpha1 import ExperimentStatus, TrialStatus
-from autodetect.errors import SpecError
+from autodetect.errors import AutodetectError, SpecError
 from autodetect.storage import resolve_uri, write_atomic
+from autodetect.tuning.conditions import mark_trial
 from autodetect.tuning.engine import spec_changes
 from autodetect.tuning.trials import registered_model
 
@@ -37,6 +43,17 @@ def dump_yaml(resource: Any, exclude: set[str] | None = None) -> str:
     obj = resource.model_dump(mode="json", exclude=exclude, exclude_none=True)
     ordered = {key: obj.pop(key) for key in ("apiVersion", "kind", "metadata", "spec") if key in obj}
     return yaml.safe_dump({**ordered, **obj}, sort_keys=False)
+
+
+class StateError(AutodetectError):
+    """A damaged state file: names it and says how to repair it."""
+
+
+def read_json_file(path: Path, repair: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StateError(f"{path}: damaged, not valid JSON ({exc}); {repair}") from None
 
 
 class RunState:
@@ -49,6 +66,26 @@ class RunState:
         self.trials_dir = self.root / "trials"
         self.model_dir = self.root / "model"
         self.plot_file = self.root / "metrics.png"
+        self.lock_file = self.root / "lock"
+
+    @contextmanager
+    def lock(self):
+        """Hold this experiment's run lock: a second run refuses at once, naming the holder. The kernel drops
+        a flock when its process dies, so a lock left by a killed run is simply taken over."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise AutodetectError(f"{self.root} is being run by another `autodetect run` (pid {holder}, "
+                                      f"lock {self.lock_file}); wait for it to end or stop it first") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     # --- the experiment ----------------------------------------------------------------
 
@@ -67,7 +104,8 @@ class RunState:
                                                     f"{experiment.metadata.name!r} with a different spec; rename the "
                                                     "experiment or remove that folder")
             if self.status_file.exists():
-                status = ExperimentStatus.model_validate_json(self.status_file.read_text())
+                status = ExperimentStatus.model_validate(read_json_file(
+                    self.status_file, "delete it: the next run rebuilds the experiment's status from its trials"))
         self.trials_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.experiment_file, dump_yaml(experiment, exclude={"status"}))
         return experiment.model_copy(update={"status": status})
@@ -87,8 +125,19 @@ class RunState:
         folder = self.trial_dir(name)
         obj = yaml.safe_load((folder / "trial.yaml").read_text())
         status_file = folder / "status.json"
-        obj["status"] = json.loads(status_file.read_text()) if status_file.exists() else {}
-        return parse_resource(obj, DetectionTrial, str(folder))
+        if status_file.exists():
+            obj["status"] = read_json_file(status_file, f"delete the folder {folder} to train that trial again, "
+                                                        "or restore the file")
+            return parse_resource(obj, DetectionTrial, str(folder))
+        trial = parse_resource({**obj, "status": {}}, DetectionTrial, str(folder))
+        if rebuilt := rebuilt_status(trial, folder):
+            self.write_trial_status(name, rebuilt)
+            return trial.model_copy(update={"status": rebuilt})
+        if any((folder / f).exists() for f in ("metrics.jsonl", "stdout.log", "train", "best")):
+            raise StateError(f"{status_file}: missing, though the trial has run (its folder holds its output) and "
+                             "it cannot be rebuilt (that needs metrics.jsonl and its published artifact); delete "
+                             f"the folder {folder} to train that trial again, or restore the file")
+        return trial  # written (Pending) but never started: status.json is written right after trial.yaml
 
     def read_trials(self) -> list[DetectionTrial]:
         return [self.read_trial(name) for name in self.trial_names()]
@@ -153,3 +202,33 @@ class RunState:
         model = registered_model(experiment, trial, artifact_uri=self.model_dir.resolve().as_uri())
         write_atomic(self.model_dir / "model.yaml", dump_yaml(model, exclude={"status"}))
         return model
+
+
+def rebuilt_status(trial: DetectionTrial, folder: Path) -> TrialStatus | None:
+    """The end of a trial whose status.json is lost, from what only an ended trainer leaves: every evaluation in
+    metrics.jsonl and the artifact it published (a trainer publishes only once training is over). None when
+    any of it is missing: no status is made up."""
+    from autodetect.api.v1alpha1 import EpochMetrics, TrialModel
+    from autodetect.models.registry import MODEL_CARD
+    from autodetect.trainer.trainer import read_history
+    from autodetect.vocabulary import PRUNED, SUCCEEDED
+
+    artifact_uri = f"{trial.spec.artifacts.uri.rstrip('/')}/{trial.metadata.name}/"
+    try:
+        artifact = resolve_uri(artifact_uri)
+    except AutodetectError:
+        return None
+    metrics_file = folder / "metrics.jsonl"
+    if not (metrics_file.is_file() and (artifact / MODEL_CARD).is_file()):
+        return None
+    history = read_history(metrics_file)
+    card = read_json_file(artifact / MODEL_CARD, f"delete the folder {folder} to train that trial again")
+    scores = [m[trial.spec.primaryMetric] for m in history.values() if trial.spec.primaryMetric in m]
+    status = TrialStatus(
+        finalMetric=max(scores) if scores else None, artifactUri=artifact_uri,
+        epochs=[EpochMetrics(epoch=e, metrics=m) for e, m in sorted(history.items())],
+        model=TrialModel(format=card["format"], classes=card["classes"], inputSize=card.get("input_size") or {},
+                         epoch=card.get("epoch"), metrics=card.get("metrics", {})))
+    return mark_trial(status, PRUNED if (folder / "STOP").exists() else SUCCEEDED, datetime.now(timezone.utc),
+                      reason="Rebuilt", message=f"status.json was missing: rebuilt from {metrics_file.name} and "
+                                                f"the artifact {artifact_uri}")

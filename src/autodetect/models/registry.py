@@ -42,6 +42,10 @@ def read_model_card(directory: str | Path) -> dict[str, Any]:
     missing = [key for key in ("family", "classes", "hyperparameters", "weights") if key not in card]
     if missing:
         raise AutodetectError(f"{path}: missing {', '.join(missing)}")
+    weights = card["weights"]
+    if not isinstance(weights, str) or not weights or Path(weights).is_absolute() or not (
+            (Path(directory) / weights).resolve().is_relative_to(Path(directory).resolve())):
+        raise AutodetectError(f"{path}: weights {weights!r} must be a file inside the artifact folder {directory}")
     return card
 
 

@@ -169,7 +169,7 @@ class TorchvisionDetector(Detector):
         self.model = build_model(hyperparameters, len(self.classes) + 1)
         self._lock = threading.Lock()  # predict() sets thresholds on the shared model
         if weights is not None:
-            self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            self.model.load_state_dict(_load_weights_only(weights))
             self.pretrained = False
         else:
             path = pretrained_weights_path(hyperparameters, [f"{self.model_name}.pth"])
@@ -211,7 +211,7 @@ class TorchvisionDetector(Detector):
         workdir.mkdir(parents=True, exist_ok=True)
         checkpoint, first = workdir / CHECKPOINT, 1
         if resume and checkpoint.exists():
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # the optimizer moves its own
+            state = _load_weights_only(checkpoint)  # the optimizer moves its own
             self.model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -326,3 +326,14 @@ def _load_pretrained(model: nn.Module, path: Path, model_name: str) -> None:
         raise WeightsUnavailable(f"{path}: no tensor in it fits {model_name}; are these {model_name} weights?")
     model.load_state_dict(usable, strict=False)
     log.info("pretrained weights: %d of %d tensors loaded from %s", len(usable), len(own), path)
+
+
+def _load_weights_only(path: Path) -> Any:
+    """torch.load with weights_only (no pickled code runs); WeightsUnavailable naming the file otherwise."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise WeightsUnavailable(f"{path}: refused to load it: not a weights-only checkpoint "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -37,6 +37,7 @@ _SCRATCH = Path(tempfile.gettempdir()) / f"autodetect-ultralytics-{os.getuid()}"
 os.environ.setdefault("YOLO_CONFIG_DIR", str(_SCRATCH))
 os.environ.setdefault("MPLCONFIGDIR", str(_SCRATCH / "matplotlib"))  # ultralytics imports matplotlib
 os.environ.setdefault("YOLO_VERBOSE", "False")
+os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # every checkpoint ultralytics loads (resume too) is weights-only
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -44,6 +45,7 @@ import yaml  # noqa: E402
 from ultralytics.data.augment import LetterBox  # noqa: E402
 from ultralytics.data.utils import IMG_FORMATS  # noqa: E402
 from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
+from ultralytics.nn import tasks as _tasks  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel, torch_safe_load  # noqa: E402
 from ultralytics.utils.nms import non_max_suppression  # noqa: E402
 from ultralytics.utils.ops import scale_boxes  # noqa: E402
@@ -58,6 +60,7 @@ from autodetect.models.base import Detection, Detector, EpochHook, PredictOption
 # ultralytics resets torch's CPU threads to min(8, cores - 1) when it picks the device; keep the count the
 # process was given (OMP_NUM_THREADS, which the local runner sets per trial), so parallel trials share the cores.
 torch_utils.NUM_THREADS = torch.get_num_threads()
+_tasks.SAFE_LOAD = True  # also when ultralytics was imported before the environment said so
 from autodetect.models.weights import pretrained_weights_path  # noqa: E402
 
 WEIGHTS_FILE = "model.pt"
@@ -171,8 +174,10 @@ def build_model(hp: dict[str, Any], classes: list[str], weights: Path | None) ->
     model.names = dict(enumerate(classes))
     if weights is not None:
         try:
-            ckpt = torch_safe_load(str(weights), safe_only=True)[0]
+            ckpt = safe_checkpoint(weights)
             source = (ckpt.get("ema") or ckpt["model"]).float()
+        except WeightsUnavailable:
+            raise
         except Exception as exc:  # any unreadable file: name it rather than surface ultralytics' internals
             raise WeightsUnavailable(f"{weights} is not an ultralytics checkpoint ({exc})") from None
         matched, total = len(intersect_dicts(source.state_dict(), model.state_dict())), len(model.state_dict())
@@ -231,6 +236,8 @@ class YoloDetector(Detector):
             self.model = _load_model(last)
             return
         resuming = resume and last.exists()
+        if resuming:
+            safe_checkpoint(last)  # refuse a planted last.pt before ultralytics' resume reads it
         weights = None if resuming else pretrained_weights(self.hyperparameters)  # fail before any work
         data_yaml = write_yolo_dataset(train, validation, self.classes, root / "data")
         finished.unlink(missing_ok=True)
@@ -336,12 +343,24 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def safe_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint loaded weights-only (no pickled code runs); WeightsUnavailable naming the file otherwise."""
+    try:
+        ckpt = torch_safe_load(str(path), safe_only=True)[0]
+    except Exception as exc:
+        raise WeightsUnavailable(f"{path}: refused to load it: not a weights-only ultralytics checkpoint ({exc}). "
+                                 "Delete the file if it is not yours; a trial retrains without it") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("ema") or ckpt.get("model"), torch.nn.Module):
+        raise WeightsUnavailable(f"{path}: not an ultralytics checkpoint (no model in it)")
+    return ckpt
+
+
 def _finished_epochs(last: Path) -> int:
     if not last.exists():
         return 0
-    return int(torch_safe_load(str(last))[0].get("epoch", -1)) + 1
+    return int(safe_checkpoint(last).get("epoch", -1)) + 1
 
 
 def _load_model(weights: Path) -> torch.nn.Module:
-    ckpt = torch_safe_load(str(weights), safe_only=True)[0]
+    ckpt = safe_checkpoint(weights)
     return (ckpt.get("ema") or ckpt["model"]).float().eval()

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from autodetect import __version__
 from autodetect.errors import ImageError
@@ -24,6 +25,7 @@ from autodetect.serving.dataplane import DataPlane, azure_images, boxes_json, pa
 from autodetect.serving.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
 from autodetect.serving.metrics import Metrics, MetricsMiddleware
 from autodetect.serving.model import LoadedModel, ModelInfo
+from autodetect.serving.transport import REDACT_QUERY, HeaderLimits
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ def error_response(status: int, message: str) -> JSONResponse:
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="autodetect"'
+    if status == 503:
+        headers["Retry-After"] = "1"
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -91,6 +95,9 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
     app = FastAPI(title="autodetect scoring", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(HeaderLimits, max_headers=config.max_headers, max_bytes=config.max_header_bytes)
+    app.state.plane = plane
+    logging.getLogger("uvicorn.access").addFilter(REDACT_QUERY)  # here too: each worker process builds its app
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
@@ -104,6 +111,11 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        log.info("%s %s: the client hung up before its request was read", request.method, request.url.path)
+        return Response(status_code=400)  # nobody reads it
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
@@ -113,13 +125,14 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
     @app.get("/healthz")
     async def healthz():
         if not plane.live:
-            return error_response(500, f"the model failed to load: {plane.load_error}")
+            return error_response(500, "the model failed to load (the server's log says why)")
         return {"status": "alive"}
 
     @app.get("/readyz")
     async def readyz():
         if not plane.ready:
-            return error_response(503, plane.load_error or "the model is loading")
+            return error_response(503, "the model failed to load (the server's log says why)" if plane.load_error
+                                  else "the server is stopping" if plane.draining else "the model is loading")
         return {"status": "ready"}
 
     @app.get("/metrics")

@@ -33,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body")
     serve.add_argument("--max-pixels", type=int, default=None, help="largest image in pixels (decompression bombs)")
     serve.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to finish requests on SIGTERM")
+    serve.add_argument("--drain-seconds", type=float, default=5.0,
+                       help="after SIGTERM, seconds of serving while not ready, before the listener closes")
+    serve.add_argument("--max-queued-images", type=int, default=0,
+                       help="images waiting for the model before 503 + Retry-After (0: max(64, 4 batches))")
+    serve.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a request's headers (then 408)")
+    serve.add_argument("--body-timeout", type=float, default=60.0, help="seconds for a request's body (then 408)")
+    serve.add_argument("--max-connections", type=int, default=1000, help="open connections beyond which requests get 503")
     serve.set_defaults(handler=_serve)
 
     predict = subparsers.add_parser("predict", help="score an image with a served model and print the JSON")
@@ -71,7 +78,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, workers=args.workers,
         inference_threads=args.threads, decode_threads=args.decode_threads,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_pixels=args.max_pixels or MAX_PIXELS,
-        graceful_timeout_s=args.graceful_timeout,
+        graceful_timeout_s=args.graceful_timeout, drain_s=args.drain_seconds,
+        max_queued_images=args.max_queued_images, max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
     )
     serve(config)
     return 0

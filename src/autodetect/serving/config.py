@@ -35,16 +35,28 @@ class ServerConfig:
     inference_threads: int = 0  # intra-op threads of the runtime; 0: the CPUs this process may use
     onnx_path: Path | None = None  # where to find or write the exported model; None: <model_dir>/model.onnx or a temp file
     graceful_timeout_s: float = 30.0
+    drain_s: float = 5.0  # after SIGTERM: not ready, still serving, so the balancer can take the pod out first
+    max_queued_images: int = 0  # images decoding or waiting for the model; 0: max(64, 4 batches). Beyond: 503
+    max_pixels_in_flight: int = 2 * MAX_PIXELS  # decoded pixels across all requests at once
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    max_connections: int = 1000
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise SpecError("runtime", f"{self.runtime!r} is not one of {', '.join(RUNTIMES)}")
         if self.letterbox not in LETTERBOXES:
             raise SpecError("letterbox", f"{self.letterbox!r} is not one of {', '.join(LETTERBOXES)}")
-        for name in ("workers", "max_body_bytes", "max_images_per_request", "max_pixels", "decode_threads"):
+        for name in ("workers", "max_body_bytes", "max_images_per_request", "max_pixels", "decode_threads",
+                     "max_pixels_in_flight", "max_header_bytes", "max_headers", "max_connections"):
             if getattr(self, name) < 1:
                 raise SpecError(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("max_batch_size", "max_wait_ms", "inference_threads"):
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SpecError(name, f"must be positive, got {getattr(self, name)}")
+        for name in ("max_batch_size", "max_wait_ms", "inference_threads", "drain_s", "max_queued_images"):
             if getattr(self, name) < 0:
                 raise SpecError(name, f"must not be negative, got {getattr(self, name)}")
         if self.auth and not self.api_keys:

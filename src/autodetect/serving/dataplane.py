@@ -10,23 +10,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import functools
 import json
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from autodetect.data.images import load_rgb
+from autodetect.data.images import MAX_PIXELS, image_pixels, load_rgb
 from autodetect.errors import ImageError
 from autodetect.models.base import Detection, PredictOptions
 from autodetect.serving.batcher import MicroBatcher
 from autodetect.serving.config import ServerConfig
-from autodetect.serving.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, ServingError
+from autodetect.serving.errors import BadRequest, NotFound, NotReady, Overloaded, PayloadTooLarge, ServingError
 from autodetect.serving.model import LoadedModel, ModelInfo, default_batch_size, load_model, warm_up
 
 log = logging.getLogger(__name__)
 
 V2_INPUT, V2_OUTPUT = "image", "boxes"
+MAX_INT_DIGITS = 20
 
 
 def predict_options(defaults: PredictOptions, overrides: Mapping[str, Any]) -> PredictOptions:
@@ -39,16 +43,27 @@ def predict_options(defaults: PredictOptions, overrides: Mapping[str, Any]) -> P
                               ("max_detections", "max_detections", int)):
         if overrides.get(name) is None:
             continue
-        try:
-            value = kind(overrides[name])
-        except (TypeError, ValueError):
-            raise BadRequest(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {overrides[name]!r}") from None
+        value = _number(name, overrides[name], kind)
         if kind is float and not 0.0 <= value <= 1.0:
             raise BadRequest(f"{name}: must be between 0 and 1, got {value}")
         if kind is int and not 1 <= value <= 10_000:
             raise BadRequest(f"{name}: must be between 1 and 10000, got {value}")
         values[field] = value
     return PredictOptions(**values)
+
+
+def _number(name: str, raw: Any, kind: type) -> float | int:
+    """A query string or JSON value as kind, strictly: no bools, no 2.9 for an integer, nothing infinite."""
+    expected = "an integer" if kind is int else "a number"
+    if isinstance(raw, str) and len(raw) <= 32:
+        try:
+            raw = int(raw) if kind is int else float(raw)
+        except ValueError:
+            pass
+    if isinstance(raw, bool) or not isinstance(raw, (int, float) if kind is float else int) or not math.isfinite(raw):
+        shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:40] + "..."
+        raise BadRequest(f"{name}: expected {expected}, got {shown}")
+    return kind(raw)
 
 
 def decode_base64(text: Any, where: str) -> bytes:
@@ -61,11 +76,21 @@ def decode_base64(text: Any, where: str) -> bytes:
         raise BadRequest(f"{where}: not valid base64") from None
 
 
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BadRequest(f"the body: an integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
 def parse_json(body: bytes) -> Any:
+    """JSON with integers of many digits and deep nesting refused (400); Infinity and NaN are left to the
+    field that gets one, which names itself (see _number)."""
     try:
-        return json.loads(body)
+        return json.loads(body, parse_int=_bounded_int)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest("the body: JSON nested too deep") from None
 
 
 def azure_images(request: Any) -> list[bytes]:
@@ -121,9 +146,12 @@ class DataPlane:
         self.config, self._on_ready = config, on_ready
         self.model: LoadedModel | None = None
         self.load_error: str | None = None
+        self.draining = False  # SIGTERM came: not ready (the balancer stops sending), still serving
         self.batcher = MicroBatcher(self._predict, config.max_batch_size or 1, config.max_wait_ms / 1000,
                                     config.decode_threads, on_batch)
         self._workdir = tempfile.TemporaryDirectory(prefix="autodetect-serve-")
+        self.waiting = 0  # images admitted and not yet answered (decoding, queued or in the model)
+        self.pixels = PixelBudget(config.max_pixels_in_flight)
         self._loading: asyncio.Task | None = None
 
     # -- life ---------------------------------------------------------------------------------
@@ -152,18 +180,23 @@ class DataPlane:
         await self.batcher.stop()
         self._workdir.cleanup()
 
+    def drain(self) -> None:
+        """SIGTERM: readiness turns false; requests are still served until the listener closes."""
+        self.draining = True
+        log.info("draining: not ready any more, still serving")
+
     @property
     def live(self) -> bool:
         return self.load_error is None
 
     @property
     def ready(self) -> bool:
-        return self.model is not None
+        return self.model is not None and not self.draining
 
     def loaded(self, name: str | None = None, version: str | None = None) -> LoadedModel:
         """The model, once ready; NotFound for a name or version that is not the model's."""
         if self.model is None:
-            raise NotReady(f"the model is not ready: {self.load_error}" if self.load_error else "the model is loading")
+            raise NotReady("the model failed to load (the server's log says why)" if self.load_error else "the model is loading")
         if name is not None and name != self.model.info.name:
             raise NotFound(f"no model named {name!r}; this server serves {self.model.info.name!r}")
         if version is not None and version != self.model.info.version:
@@ -174,8 +207,13 @@ class DataPlane:
     def _predict(self, payloads: list[Any], options: PredictOptions) -> list[list[Detection]]:
         return self.loaded().runtime.predict(payloads, options)
 
+    @property
+    def max_waiting(self) -> int:
+        return self.config.max_queued_images or max(64, 4 * self.batcher.max_batch_size)
+
     async def score(self, images: list[bytes], overrides: Mapping[str, Any]) -> list[list[Detection]]:
-        """Detections for each image (decoded with the pixel limit), batched with other requests."""
+        """Detections for each image (decoded with the pixel limit), batched with other requests. Overloaded
+        at once when more images than max_waiting would wait for the model."""
         model = self.loaded()
         options = predict_options(model.info.defaults, overrides)
         if len(images) > self.config.max_images_per_request:
@@ -183,12 +221,32 @@ class DataPlane:
         for image in images:
             if not image:
                 raise BadRequest("empty image (zero bytes)")
+        if self.waiting and self.waiting + len(images) > self.max_waiting:
+            raise Overloaded(f"{self.waiting} images are waiting for the model (the limit is {self.max_waiting}); "
+                             "retry shortly")
+        self.waiting += len(images)
+        try:
+            return await self._score(model, images, options)
+        finally:
+            self.waiting -= len(images)
 
-        def prepare(data: bytes) -> Any:
-            return model.runtime.prepare(load_rgb(data, self.config.max_pixels))
+    async def _score(self, model: LoadedModel, images: list[bytes], options: PredictOptions) -> list[list[Detection]]:
+        sizes = model.info.input_size
+        fit = (sizes.get("image_size") or sizes.get("max_size") or 640, sizes.get("min_size") or 1)
 
-        jobs = [self.batcher.submit(lambda data=data: prepare(data), options) for data in images]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+        def prepare(data: bytes, pixels: int) -> Any:
+            try:
+                return model.runtime.prepare(load_rgb(data, self.config.max_pixels, fit))
+            finally:
+                if len(data) > LARGE_BYTES or pixels > LARGE_PIXELS:
+                    release_memory()
+
+        async def job(data: bytes) -> Any:
+            pixels = image_pixels(data, self.config.max_pixels)  # from the header; ImageError for a bad one
+            async with self.pixels.hold(pixels):
+                return await self.batcher.submit(lambda: prepare(data, pixels), options)
+
+        results = await asyncio.gather(*(job(data) for data in images), return_exceptions=True)
         for i, result in enumerate(results):  # the first error wins
             if isinstance(result, BaseException):
                 if isinstance(result, (ImageError, ServingError)) and len(images) > 1:
@@ -219,6 +277,46 @@ class DataPlane:
                 "inputs": [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}],
                 "outputs": [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
                 "parameters": {"classes": info.classes, "input_size": info.input_size}}
+
+
+LARGE_PIXELS, LARGE_BYTES = 4_000_000, 4 * 1024 * 1024
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the system (glibc keeps it otherwise, and RSS stays at the peak of a large image)."""
+    try:
+        _libc().malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL("libc.so.6")
+
+
+class PixelBudget:
+    """The decoded pixels all requests may hold at once; an image waits its turn (one larger than the whole
+    budget takes all of it)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, pixels: int):
+        pixels = min(pixels, self.limit)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + pixels <= self.limit)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= pixels
+                self._changed.notify_all()
 
 
 def boxes_json(detections: list[Detection]) -> dict:

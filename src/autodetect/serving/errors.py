@@ -34,3 +34,9 @@ class NotReady(ServingError):
     """The model is still loading or warming up, or the server is stopping."""
 
     status = 503
+
+
+class Overloaded(ServingError):
+    """The queue of images waiting for the model is full: come back shortly (answered with Retry-After)."""
+
+    status = 503
