@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from autodetect.errors import AutodetectError, SpecError
+from autodetect.models.hyperparameters import YOLO
 from autodetect.serving.onnx_runtime import OnnxTorchvisionRuntime, OnnxYoloRuntime
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def export_openvino(model_dir: Path, precision: str, tolerance: float = DEFAULT_
 
         calibrator = open_runtime(model_dir, entry, detector, threads)
         images = [calibrator.prepare(_load(r.path)).tensor[None] for r in train.records[:CALIBRATION_IMAGES]]
-        if detector.family != "yolo":
+        if detector.family != YOLO:
             images = [i[0] for i in images]  # the torchvision graph takes one CHW image
         quantized = nncf.quantize(model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
                                   subset_size=len(images))
