@@ -56,6 +56,14 @@ def choose_exported(runtimes: dict, capabilities: set[str]) -> dict | None:
     return None
 
 
+def check_loss(precision: str, before: float, after: float, tolerance: float) -> None:
+    """Refuse a conversion that loses more than tolerance of mean_average_precision, naming both figures."""
+    if before - after > tolerance:
+        raise AutodetectError(f"openvino {precision} loses {before - after:.4f} mean_average_precision "
+                              f"({before:.4f} -> {after:.4f}), more than the tolerance {tolerance}; "
+                              f"pass a looser --tolerance to keep it")
+
+
 @dataclass(frozen=True)
 class _Input:
     name: str
@@ -204,11 +212,11 @@ def export_openvino(model_dir: Path, precision: str, tolerance: float = DEFAULT_
     entry |= {"mean_average_precision_fp32": before, "mean_average_precision": after,
               "validation_images": len(val.records), "ms_per_image": 1000 * seconds / max(1, len(val.records)),
               "cpu": sorted(capabilities)}
-    if before - after > tolerance:
+    try:
+        check_loss(precision, before, after, tolerance)
+    except AutodetectError:
         shutil.rmtree(target, ignore_errors=True)
-        raise AutodetectError(f"openvino {precision} loses {before - after:.4f} mean_average_precision "
-                              f"({before:.4f} -> {after:.4f}), more than the tolerance {tolerance}; "
-                              f"pass a looser --tolerance to keep it")
+        raise
     card.setdefault(RUNTIMES_KEY, {})[f"openvino-{precision}"] = entry
     path = model_dir / MODEL_CARD
     partial = path.with_suffix(".partial")
