@@ -197,7 +197,7 @@ def export_openvino(model_dir: Path, precision: str, tolerance: float = DEFAULT_
         if detector.family != YOLO:
             images = [i[0] for i in images]  # the torchvision graph takes one CHW image
         quantized = nncf.quantize(model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
-                                  subset_size=len(images))
+                                  subset_size=len(images), ignored_scope=_yolo_head(detector))
         ov.save_model(quantized, str(fp32), compress_to_fp16=False)
     options = PredictOptions.from_hyperparameters(hp)
     started = time.perf_counter()
@@ -223,6 +223,18 @@ def export_openvino(model_dir: Path, precision: str, tolerance: float = DEFAULT_
     partial.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     partial.replace(path)
     return entry
+
+
+def _yolo_head(detector):
+    """YOLO's box decoding (DFL, anchor arithmetic, sigmoid) stays in float, as ultralytics' own int8
+    export keeps it: quantized, the box coordinates collapse to the quantization grid."""
+    import nncf
+
+    if detector.family != YOLO:
+        return None
+    head = f"model.{len(detector.model.model) - 1}"
+    return nncf.IgnoredScope(patterns=[f".*{head}/.*/Add", f".*{head}/.*/Sub*", f".*{head}/.*/Mul*",
+                                       f".*{head}/.*/Div*", f".*{head}\\.dfl.*"], types=["Sigmoid"], validate=False)
 
 
 def _load(path):
