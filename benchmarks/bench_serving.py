@@ -10,11 +10,14 @@ so that a busy spell of a shared machine hits every mode alike:
                   limit the targets refer to;
 - raw torch:      ultralytics' predict called in-process, one image a call (for reference);
 - naive:          a FastAPI server that decodes and calls ultralytics predict in its handler (the
-                  usual first attempt), in its own uvicorn process;
+                  usual first attempt), in its own uvicorn process; its torch threads are set again
+                  after ultralytics' select_device has reset them to min(8, cores - 1);
+- naive onnx:     the same server calling the served ONNX Runtime path (rect) in its handler, no
+                  batching: the "against naive" figure then measures the server, not the runtime;
 - autodetect:     `autodetect serve` (ONNX Runtime, micro-batching, auth on) in its own process, one
                   per LETTERBOX:MAX_BATCH_SIZE given to --servers.
 
-Every runtime gets the same intra-op thread count. Targets: autodetect throughput >= 0.9x raw onnx
+Every runtime gets the same intra-op thread count; each process's actual count is printed. Targets: autodetect throughput >= 0.9x raw onnx
 (same letterbox) and >= 1.5x naive at every level; p50 at concurrency 1 within 15% of raw onnx.
 Run from the repository root (a few minutes):
 
@@ -36,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fastapi import Request  # module level: the naive handler's annotation is resolved from here
+from fastapi import Body, Request  # module level: the naive handler's annotation is resolved from here
 
 LEVELS = (1, 4, 16)
-NAIVE, RAW_TORCH = "naive (ultralytics)", "raw torch (in-process)"
+NAIVE, NAIVE_ONNX, RAW_TORCH = "naive (ultralytics)", "naive (onnxruntime)", "raw torch (in-process)"
 KEY = "bench-key"
 SIZE = 640
 
@@ -127,7 +130,8 @@ class RawOnnx:
 class RawTorch:
     """ultralytics' predict in-process, one decoded image a call (for reference)."""
 
-    def __init__(self, artifact: Path, image: bytes):
+    def __init__(self, artifact: Path, image: bytes, threads: int):
+        import torch
         from ultralytics import YOLO
 
         from autodetect.data.images import load_rgb
@@ -140,6 +144,8 @@ class RawTorch:
                            max_det=hp["box_detections_per_image"], verbose=False)
         for _ in range(2):
             self.model.predict(self.bgr, **self.kwargs)
+        torch.set_num_threads(threads)  # ultralytics' select_device set it to min(8, cores - 1) in predict's setup
+        self.threads = torch.get_num_threads()
 
     def measure(self, c: int, requests: int) -> tuple[list[float], float]:
         latencies = []
@@ -153,6 +159,31 @@ class RawTorch:
 
 # -- servers ---------------------------------------------------------------------------------------
 
+def naive_onnx_app(artifact: Path, threads: int):
+    """The same first attempt on ONNX Runtime: the served runtime called in the handler, no batching."""
+    from fastapi import FastAPI
+
+    from autodetect.data.images import load_rgb
+    from autodetect.models.base import PredictOptions
+    from autodetect.models.registry import read_model_card
+    from autodetect.serving.onnx_runtime import OnnxYoloRuntime
+
+    card = read_model_card(artifact)
+    runtime = OnnxYoloRuntime(artifact / "model.onnx", card["classes"], SIZE, threads, "rect")
+    options = PredictOptions.from_hyperparameters(card["hyperparameters"])
+    app = FastAPI()
+
+    @app.get("/readyz")
+    async def ready():
+        return {"status": "ready", "threads": runtime.session.get_session_options().intra_op_num_threads}
+
+    @app.post("/score")
+    def score(body: bytes = Body(..., media_type="application/octet-stream")):
+        return {"boxes": [d.__dict__ for d in runtime.predict([runtime.prepare(load_rgb(body))], options)[0]]}
+
+    return app
+
+
 def naive_app(artifact: Path, threads: int):
     """The usual first attempt: decode and call ultralytics predict in the request handler."""
     import torch
@@ -162,15 +193,16 @@ def naive_app(artifact: Path, threads: int):
     from autodetect.data.images import load_rgb
     from autodetect.models.registry import read_model_card
 
-    torch.set_num_threads(threads)
     card = read_model_card(artifact)
     hp, names = card["hyperparameters"], card["classes"]
     model = YOLO(str(artifact / "model.pt"), task="detect")
+    model.predict(np.full((SIZE, SIZE, 3), 114, np.uint8), imgsz=SIZE, verbose=False)
+    torch.set_num_threads(threads)  # after predict's setup: ultralytics' select_device resets it to min(8, cores - 1)
     app = FastAPI()
 
     @app.get("/readyz")
     async def ready():
-        return {"status": "ready"}
+        return {"status": "ready", "threads": torch.get_num_threads()}
 
     @app.post("/score")
     async def score(request: Request):
@@ -285,6 +317,7 @@ def main() -> int:
                         help="autodetect servers to run, LETTERBOX:MAX_BATCH_SIZE,... (0: the server's default)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--naive-server", type=Path, help=argparse.SUPPRESS)  # internal: run the naive server
+    parser.add_argument("--naive-onnx", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -294,7 +327,8 @@ def main() -> int:
     if args.naive_server:
         import uvicorn
 
-        uvicorn.run(naive_app(args.naive_server, threads), host="127.0.0.1", port=args.port, log_level="warning")
+        app = (naive_onnx_app if args.naive_onnx else naive_app)(args.naive_server, threads)
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
         return 0
 
     import onnxruntime
@@ -311,8 +345,15 @@ def main() -> int:
               f"{args.requests} requests a level", flush=True)
         naive_port = free_port()
         naive_url = f"http://127.0.0.1:{naive_port}"
+        naive_onnx_url = f"http://127.0.0.1:{(naive_onnx_port := free_port())}"
         servers = [start([sys.executable, __file__, "--naive-server", str(artifact), "--port", str(naive_port),
-                          "--threads", str(threads)], naive_url, root / "naive.log")]
+                          "--threads", str(threads)], naive_url, root / "naive.log"),
+                   start([sys.executable, __file__, "--naive-server", str(artifact), "--port", str(naive_onnx_port),
+                          "--threads", str(threads), "--naive-onnx"], naive_onnx_url, root / "naive-onnx.log")]
+        import httpx
+
+        for name, url in ((NAIVE, naive_url), (NAIVE_ONNX, naive_onnx_url)):
+            print(f"{name}: {httpx.get(url + '/readyz').json()['threads']} intra-op threads")
         ours: dict[str, str] = {}  # mode -> its raw mode
         urls: dict[str, str] = {}
         raws: dict[str, tuple[str, int]] = {}  # raw mode -> (letterbox, batch)
@@ -330,8 +371,11 @@ def main() -> int:
         try:
             modes = {raw: (RawOnnx(artifact, image, threads, letterbox, batch).measure, LEVELS)
                      for raw, (letterbox, batch) in raws.items()}
-            modes[RAW_TORCH] = (RawTorch(artifact, image).measure, (1,))
+            raw_torch = RawTorch(artifact, image, threads)
+            print(f"{RAW_TORCH}: {raw_torch.threads} intra-op threads; autodetect servers: --threads {threads}", flush=True)
+            modes[RAW_TORCH] = (raw_torch.measure, (1,))
             modes[NAIVE] = (lambda c, n: measure_server(naive_url, image, c, n), LEVELS)
+            modes[NAIVE_ONNX] = (lambda c, n: measure_server(naive_onnx_url, image, c, n), LEVELS)
             for mode, url in urls.items():
                 modes[mode] = (lambda c, n, url=url: measure_server(url, image, c, n), LEVELS)
             pooled: dict[tuple[str, int], tuple[list[float], float]] = {}

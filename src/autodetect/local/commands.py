@@ -23,11 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs keep their state (default: runs)")
     run.add_argument("--parallel", type=_positive, default=None,
                      help="at most this many trials at once (default: spec.limits.maxConcurrentTrials); "
-                          "never more than the CPU count")
+                          "never more than the CPU count, or with GPUs the GPU slots")
+    run.add_argument("--trials-per-gpu", type=_positive, default=1,
+                     help="trials packed on one GPU (each trial sees one GPU through CUDA_VISIBLE_DEVICES)")
     run.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from autodetect.local.runner import run_experiment
 
-    return run_experiment(args.experiment, args.runs_dir, args.parallel)
+    return run_experiment(args.experiment, args.runs_dir, args.parallel, args.trials_per_gpu)

@@ -33,6 +33,37 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def gpu_count() -> int:
+    """The GPUs this process sees (CUDA_VISIBLE_DEVICES included); 0 without CUDA."""
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no working CUDA is no GPU
+        return 0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How many trials run at once and where: `slots` holds one GPU index a concurrent trial (a GPU
+    appears trials_per_gpu times), empty on a CPU-only machine, where each trial gets `threads` threads."""
+    concurrency: int
+    threads: int
+    slots: tuple[int, ...] = ()
+
+
+def place_trials(max_trials: int, parallel: int | None, cpus: int, gpus: int, trials_per_gpu: int = 1) -> Placement:
+    """One trial a GPU (K with trials_per_gpu), bounded by the GPUs; CPU-only: bounded by the CPUs, which
+    the trials share evenly. With GPUs, the CPUs are shared evenly too (for data loading)."""
+    wanted = min(max_trials, parallel or max_trials)
+    if gpus:
+        concurrency = max(1, min(wanted, gpus * trials_per_gpu))
+        slots = tuple(gpu for _ in range(trials_per_gpu) for gpu in range(gpus))[:concurrency]
+        return Placement(concurrency, max(1, cpus // concurrency), slots)
+    concurrency = max(1, min(wanted, cpus))
+    return Placement(concurrency, max(1, cpus // concurrency))
+
+
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -55,14 +86,17 @@ class Runner:
     with trainer processes; it decides nothing about trials itself."""
 
     def __init__(self, experiment: DetectionExperiment, state: RunState, display: Display,
-                 parallel: int | None = None):
+                 parallel: int | None = None, trials_per_gpu: int = 1, gpus: int | None = None):
         limits = experiment.spec.limits
-        self.concurrency = min(limits.maxConcurrentTrials, parallel or limits.maxConcurrentTrials, cpu_count())
+        placement = place_trials(limits.maxConcurrentTrials, parallel, cpu_count(),
+                                 gpu_count() if gpus is None else gpus, trials_per_gpu)
+        self.concurrency, self.threads = placement.concurrency, placement.threads
+        self.free_gpus = list(placement.slots)  # a trial takes one when it starts, gives it back when it exits
+        self.gpu_of: dict[str, int] = {}
         # The engine alone decides what starts; it is told the bound this machine sets.
         bounded = limits.model_copy(update={"maxConcurrentTrials": self.concurrency})
         self.experiment = experiment.model_copy(update={"spec": experiment.spec.model_copy(update={"limits": bounded})})
         self.state, self.display = state, display
-        self.threads = max(1, cpu_count() // self.concurrency)
         self.processes: dict[str, TrainerProcess] = {}
         self.exited: dict[str, Run] = {}  # trainers that exited since the last pass, as the steps will see them
 
@@ -70,8 +104,10 @@ class Runner:
 
     def run(self) -> int:
         """Run the experiment to its end: 0 when it succeeded, 1 when it failed, 130 when interrupted."""
+        where = (f"one GPU slot each ({len(set(self.free_gpus))} GPU(s), "
+                 f"{self.free_gpus.count(self.free_gpus[0])} trial(s) a GPU), " if self.free_gpus else "")
         self.display.event(f"{self.experiment.metadata.name}: up to {self.concurrency} trial(s) at once, "
-                           f"{self.threads} CPU thread(s) each; state in {self.state.root}")
+                           f"{where}{self.threads} CPU thread(s) each; state in {self.state.root}")
         try:
             for trial in self.state.read_trials():
                 self._end_orphan(trial.metadata.name)
@@ -159,6 +195,9 @@ class Runner:
         argv = self.trainer_argv(folder, resume)
         env = dict(os.environ, YOLO_OFFLINE="1", PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
                    OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        if self.free_gpus:
+            self.gpu_of[name] = self.free_gpus.pop(0)
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu_of[name])
         log = (folder / "stdout.log").open("ab")
         # Its own session: a terminal's Ctrl-C reaches the runner only, which then stops each trainer once.
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -177,6 +216,8 @@ class Runner:
             if code is not None:
                 process.close()
                 del self.processes[name]
+                if name in self.gpu_of:
+                    self.free_gpus.append(self.gpu_of.pop(name))
                 self.state.write_pid(name, None)
                 self.exited[name] = Run("exited", now(), exit_code=code, reason=reason,
                                         message=self.state.log_tail(name))
@@ -283,7 +324,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_experiment(path: str | Path, runs_dir: str | Path = "runs", parallel: int | None = None) -> int:
+def run_experiment(path: str | Path, runs_dir: str | Path = "runs", parallel: int | None = None,
+                   trials_per_gpu: int = 1) -> int:
     """`autodetect run`: validate the experiment, then run (or resume) it under runs_dir/<name>/."""
     experiment = load_resource(path, DetectionExperiment)
     state = RunState(Path(runs_dir), experiment.metadata.name)
@@ -291,6 +333,6 @@ def run_experiment(path: str | Path, runs_dir: str | Path = "runs", parallel: in
         experiment = state.open(experiment)
         if experiment.status.phase not in ENDED_PHASES:
             check_dataset(experiment)
-        runner = Runner(experiment, state, make_display(experiment), parallel)
+        runner = Runner(experiment, state, make_display(experiment), parallel, trials_per_gpu)
         with sigterm_as_interrupt():
             return runner.run()

@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--keys-file", type=Path, help="API keys, one a line (also read: $AUTODETECT_API_KEYS, comma-separated)")
     serve.add_argument("--no-auth", action="store_true", help="serve without authentication")
-    serve.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto",
-                       help="auto/onnx: ONNX Runtime (exported at start unless <model>/model.onnx exists; auto falls back to torch "
+    serve.add_argument("--runtime", choices=("auto", "openvino", "onnx", "torch"), default="auto",
+                       help="auto: the fastest OpenVINO export in the artifact that this CPU runs (int8, then bf16, then fp32; see "
+                            "export --runtime openvino), else ONNX Runtime. onnx: ONNX Runtime (exported at start unless <model>/model.onnx exists; auto falls back to torch "
                             "when the export fails). torchvision models' ONNX graphs bake in a score floor of 0.01, the "
                             "trial's nms_iou_threshold and box_detections_per_image: per request, only stricter values "
                             "apply; use torch to loosen them")
@@ -52,10 +53,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--max-detections", type=int)
     predict.set_defaults(handler=_predict)
 
-    export = subparsers.add_parser("export", help="export a trained model (ONNX)")
+    export = subparsers.add_parser("export", help="export a trained model (ONNX, or OpenVINO into the artifact)")
     export.add_argument("--model", required=True, type=Path, help="artifact directory (with model_card.json)")
-    export.add_argument("--onnx", action="store_true", required=True, help="export to ONNX")
-    export.add_argument("--out", type=Path, help="where to write it (default: <model>/model.onnx, which serve then uses)")
+    export.add_argument("--onnx", action="store_true", help="export to ONNX (the default runtime)")
+    export.add_argument("--runtime", choices=("onnx", "openvino"), default="onnx")
+    export.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                        help="openvino: bf16 needs AMX or AVX-512 BF16; int8 is calibrated on the model's training images")
+    export.add_argument("--tolerance", type=float, default=0.01,
+                        help="openvino: the most mean_average_precision the conversion may lose on the validation set")
+    export.add_argument("--data", help="openvino: training JSONL for calibration and the split (default: the card's)")
+    export.add_argument("--validation", help="openvino: validation JSONL (default: the card's, or split off --data)")
+    export.add_argument("--threads", type=int, default=0, help="openvino: inference threads while evaluating")
+    export.add_argument("--out", type=Path, help="onnx: where to write it (default: <model>/model.onnx, which serve then uses)")
     export.set_defaults(handler=_export)
 
 
@@ -104,6 +113,12 @@ def _export(args: argparse.Namespace) -> int:
     from autodetect.models.registry import load_artifact
 
     _check_artifact(args.model)
+    if args.runtime == "openvino":
+        from autodetect.serving.openvino_runtime import export_openvino
+
+        entry = export_openvino(args.model, args.precision, args.tolerance, args.threads, args.data, args.validation)
+        print(json.dumps(entry, indent=1))
+        return 0
     path = load_artifact(args.model).export_onnx(args.out or args.model / "model.onnx")
     print(path)
     return 0

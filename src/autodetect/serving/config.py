@@ -11,7 +11,7 @@ from pathlib import Path
 from autodetect.data.images import MAX_PIXELS
 from autodetect.errors import SpecError
 
-RUNTIMES = ("auto", "onnx", "torch")
+RUNTIMES = ("auto", "openvino", "onnx", "torch")
 LETTERBOXES = ("rect", "square")
 ENV_CONFIG = "AUTODETECT_SERVE_CONFIG"
 

@@ -76,8 +76,18 @@ def default_batch_size(device: str) -> int:
     return 8 if device == "cuda" else 2
 
 
-def choose_runtime(requested: str, family: str) -> str:
-    """onnx for the families that export to ONNX unless torch is asked for; torch for any other."""
+def choose_runtime(requested: str, family: str, card: dict | None = None, capabilities: set[str] = frozenset()) -> str:
+    """auto: the fastest OpenVINO export the card holds and the CPU runs (openvino-<precision>),
+    else onnx for the families that export to ONNX, else torch; openvino: the fastest such export."""
+    if requested in ("auto", "openvino") and family in ONNX_FAMILIES:
+        from autodetect.serving.openvino_runtime import RUNTIMES_KEY, choose_exported
+
+        entry = choose_exported((card or {}).get(RUNTIMES_KEY, {}), capabilities)
+        if entry:
+            return f"openvino-{entry['precision']}"
+        if requested == "openvino":
+            raise SpecError("runtime", "the artifact holds no OpenVINO export this CPU runs; "
+                                       "make one with `autodetect export --runtime openvino --precision ...`")
     if requested == "torch" or (requested == "auto" and family not in ONNX_FAMILIES):
         return "torch"
     if family not in ONNX_FAMILIES:
@@ -119,7 +129,13 @@ def load_model(config: ServerConfig, workdir: Path) -> LoadedModel:
     card = read_model_card(config.model_dir)
     detector = load_artifact(config.model_dir)
     runtime: Runtime = TorchRuntime(detector)
-    if choose_runtime(config.runtime, detector.family) == "onnx":
+    chosen = choose_runtime(config.runtime, detector.family, card, _capabilities(card))
+    if chosen.startswith("openvino-"):
+        from autodetect.serving.openvino_runtime import RUNTIMES_KEY, open_runtime
+
+        runtime = open_runtime(config.model_dir, card[RUNTIMES_KEY][chosen], detector,
+                               config.inference_threads or available_cpus(), config.letterbox)
+    elif chosen == "onnx":
         try:
             runtime = _onnx_runtime(config, detector, workdir)
         except Exception as exc:  # an export the family could not do: fall back only when not asked for
@@ -152,6 +168,17 @@ def _onnx_runtime(config: ServerConfig, detector: Detector, workdir: Path) -> Ru
 
     baked = PredictOptions.from_hyperparameters(detector.hyperparameters | {"box_score_threshold": ONNX_SCORE_THRESHOLD})
     return OnnxTorchvisionRuntime(path, detector.classes, baked, threads)
+
+
+def _capabilities(card: dict) -> set[str]:
+    if not card.get("runtimes"):
+        return set()
+    try:
+        from autodetect.serving.openvino_runtime import cpu_capabilities
+
+        return cpu_capabilities()
+    except ImportError:  # OpenVINO not installed: its exports cannot be served
+        return set()
 
 
 def warm_up(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:

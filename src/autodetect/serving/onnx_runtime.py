@@ -70,13 +70,14 @@ class OnnxYoloRuntime:
     """Batches of letterboxed images a session run (one a run where the export has a static batch of 1)."""
 
     name = "onnx"
+    open_session = staticmethod(open_session)  # the OpenVINO runtimes open theirs (openvino_runtime.py)
 
     def __init__(self, path: Path, classes: list[str], image_size: int, threads: int = 0, letterbox: str = "square"):
         from ultralytics.data.augment import LetterBox
 
         if letterbox not in LETTERBOXES:
             raise ValueError(f"letterbox must be one of {', '.join(LETTERBOXES)}, got {letterbox!r}")
-        self.session, self.device = open_session(path, threads)
+        self.session, self.device = self.open_session(path, threads)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         batch, _, height, width = model_input.shape
@@ -133,9 +134,10 @@ class OnnxTorchvisionRuntime:
     """One image a session run (the graph takes one); `baked` are the thresholds of the export."""
 
     name = "onnx"
+    open_session = staticmethod(open_session)
 
     def __init__(self, path: Path, classes: list[str], baked: PredictOptions, threads: int = 0):
-        self.session, self.device = open_session(path, threads)
+        self.session, self.device = self.open_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.classes, self.baked = list(classes), baked
 
