@@ -173,6 +173,7 @@ def _run(trial: DetectionTrial, workdir: Path, reporter: Reporter, resume: bool)
         _clear_state(workdir)
     validation_uri = spec.dataset.validation.uri if spec.dataset.validation else None
     train, validation = load_datasets(spec.dataset.training.uri, validation_uri, split=spec.dataset.validationSplit,
+                                      root=spec.dataset.root, prefix=spec.dataset.imageUrlPrefix,
                                       seed=hp["random_seed"])
     classes = sorted(set(train.classes) | set(validation.classes))
     dataset = DatasetInfo(train.fingerprint(), spec.dataset.training.uri, validation_uri, len(train), len(validation))
