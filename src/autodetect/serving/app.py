@@ -144,7 +144,7 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
             body = await read_body(request, config.max_body_bytes)
             images = await asyncio.to_thread(lambda: azure_images(parse_json(body)))
             return [boxes_json(found) for found in await plane.score(images, overrides)]
-        if not kind.startswith(IMAGE_TYPES):
+        if kind and not kind.startswith(IMAGE_TYPES):  # no Content-Type: image bytes, as Azure's scoring script takes
             raise UnsupportedMediaType(f"content type {kind or '(none)'!r}: send the image as application/octet-stream "
                                        "(or image/*), or Azure's JSON request as application/json")
         found = await plane.score([await read_body(request, config.max_body_bytes)], overrides)

@@ -104,7 +104,7 @@ class Evaluations:
         return [(epoch, m[self.primary_metric]) for epoch, m in sorted(self.history.items()) if self.primary_metric in m]
 
     def best(self) -> tuple[int, float] | None:
-        return max(self.scores(), key=lambda item: item[1], default=None)
+        return max(self.scores(), key=lambda item: (item[1], item[0]), default=None)  # ties: the latest epoch
 
     def __call__(self, epoch: int, losses: dict[str, float], detector: Detector) -> bool:
         hp = self.hyperparameters
@@ -136,7 +136,7 @@ class Evaluations:
         losses = {**losses, "loss": losses.get("loss", sum(losses.values()))}
         metrics = _plain({**metrics, **losses})
         best = self.best()
-        if not self.evaluating or best is None or metrics[self.primary_metric] > best[1]:
+        if not self.evaluating or best is None or metrics[self.primary_metric] >= best[1]:
             write_artifact(self.workdir / BEST_DIR, detector, name=self.trial_name, metrics=metrics, epoch=epoch,
                            dataset=self.dataset)
         with (self.workdir / METRICS_FILE).open("a", encoding="utf-8") as fh:
