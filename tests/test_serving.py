@@ -211,7 +211,7 @@ def test_model_metadata_and_open_probes(url, dataset):
     model = httpx.get(f"{url}/v1/model", headers=AUTH).json()
     assert model["name"] == "shapes" and model["classes"] == dataset.classes and model["input_size"] == {"image_size": 64}
     assert model["runtime"] == "onnx" and model["device"] == "cpu" and model["family"] == "ultralytics" and model["version"]
-    for path in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
+    for path in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/v2/models/shapes/ready"):
         assert httpx.get(f"{url}{path}").status_code == 200, path
 
 
