@@ -60,3 +60,19 @@ def test_visualize_both_ways(tmp_path, capsys):
     assert main(["visualize", "--image-file", str(tmp_path / "images" / "0000.png"), "--detections",
                  str(tmp_path / "bad.json"), "--out", str(tmp_path / "e.png")]) == 2
     assert "bad.json:2: bad JSON" in capsys.readouterr().err
+
+
+def test_stats_into_a_closed_pipe_ends_quietly(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    main(["dataset", "synth", "--out", str(tmp_path), "--images", "40", "--size", "32", "--classes", "6"])
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # The reader is gone before the command writes a byte, as `| head` is once it has its lines.
+    proc = subprocess.Popen([sys.executable, "-m", "autodetect.cli", "dataset", "stats", "--json",
+                             str(tmp_path / "annotations.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err

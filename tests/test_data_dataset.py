@@ -130,7 +130,7 @@ def test_image_urls_that_escape_the_root_are_refused(tmp_path):
     assert "4 bad lines" in message
     for number in (1, 2, 3, 4):
         assert f"{path}:{number}:" in message
-    assert message.count("escapes the data set root") == 4
+    assert message.count(f"is outside the data set root {root}; widen the root with spec.dataset.root") == 4
 
 
 def test_an_absolute_path_inside_the_root_and_a_symlinked_images_folder_are_fine(tmp_path):

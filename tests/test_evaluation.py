@@ -117,7 +117,7 @@ def test_classes_are_averaged_and_a_class_without_ground_truth_is_left_out():
     records = [image(("a", A), ("b", B)), image(("b", A))]
     predictions = [[det("a", 0.9, A), det("b", 0.8, B)], []]
     result = evaluate(records, predictions, ["a", "b", "c"])
-    assert result["per_label_average_precision"] == {"a": 1.0, "b": 0.5}
+    assert result["per_label_average_precision"] == {"a": 1.0, "b": 0.5, "c": None}
     assert result["mean_average_precision"] == pytest.approx(0.75)
     assert result["precision"] == 1.0 and result["recall"] == pytest.approx(2 / 3)
 
@@ -126,7 +126,7 @@ def test_wrong_class_is_a_false_positive_of_its_class_and_a_miss_of_the_other():
     # A "b" detection on an "a" box: "a" missed (AP 0), "b" has no GT (left out); precision 0/1.
     result = evaluate([image(("a", A))], [[det("b", 0.9, A)]], ["a", "b"])
     assert result["mean_average_precision"] == 0.0
-    assert result["per_label_average_precision"] == {"a": 0.0}
+    assert result["per_label_average_precision"] == {"a": 0.0, "b": None}
     assert result["precision"] == 0.0 and result["recall"] == 0.0
 
 

@@ -228,3 +228,12 @@ def test_killed_and_resumed_it_continues_at_the_next_epoch(tmp_path, data):
     assert epochs == [1, 2, 3]
     status = status_of(workdir)
     assert status.phase == "Succeeded" and [e.epoch for e in status.epochs] == [1, 2, 3]
+
+
+def test_on_ties_the_latest_evaluation_is_the_best():
+    from autodetect.trainer.trainer import Evaluations
+
+    hook = Evaluations({"validation_metric_type": "voc"}, "mean_average_precision", None, None, Path("."), "t", None,
+                       history={1: {"mean_average_precision": 0.0}, 2: {"mean_average_precision": 0.0},
+                                3: {"mean_average_precision": 0.0}})
+    assert hook.best() == (3, 0.0)

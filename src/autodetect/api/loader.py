@@ -25,6 +25,11 @@ def parse_resource(obj: object, expected: type[R] | None = None, source: str = "
     """Validate a parsed YAML/JSON object as one of the four kinds (or the expected one)."""
     if not isinstance(obj, dict):
         raise SpecError(source, "a resource must be a mapping")
+    from autodetect.api.azure import is_azure_job
+
+    if is_azure_job(obj):
+        raise SpecError(source, f"this is an Azure ML AutoML job, not an autodetect resource; convert it with "
+                                f"`autodetect import azure {source} --out experiment.yaml`")
     kind = obj.get("kind")
     cls = expected or KINDS.get(kind)  # type: ignore[arg-type]
     if cls is None:

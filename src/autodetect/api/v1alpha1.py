@@ -50,6 +50,10 @@ class DatasetSpec(Strict):
     training: DatasetRef
     validation: DatasetRef | None = None
     validationSplit: float = Field(0.2, gt=0.0, lt=1.0)
+    root: str | None = Field(None, min_length=1, description="folder (URI) the images must lie under when the "
+                             "data set is not on a claim; default: the JSONL's folder")
+    imageUrlPrefix: str | None = Field(None, min_length=1, description="an image_url prefix (Azure's "
+                                       "azureml://.../paths/<folder>/) mapped onto the data set root")
 
 
 class SamplingSpec(Strict):

@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "beside each .xml; YOLO: SOURCE/images)")
     convert.add_argument("--with-images", choices=("none", "link", "copy"), default="none",
                          help="with --to yolo: also link or copy the images into OUT/images")
+    _root_options(convert)
     convert.set_defaults(handler=_convert)
 
     dataset = subparsers.add_parser("dataset", help="inspect, check or make a JSONL data set")
@@ -36,10 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats = actions.add_parser("stats", help="images, boxes per class, box sizes")
     stats.add_argument("file", help="a JSONL data set")
     stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _root_options(stats)
     stats.set_defaults(handler=_stats)
     validate = actions.add_parser("validate", help="check every line and decode every image")
     validate.add_argument("file", help="a JSONL data set")
     validate.add_argument("--no-decode", action="store_true", help="read image headers only (faster)")
+    _root_options(validate)
     validate.set_defaults(handler=_validate)
     synth = actions.add_parser("synth", help="write a synthetic data set (coloured shapes) a detector learns quickly")
     synth.add_argument("--out", required=True, help="folder for images/ and annotations.jsonl")
@@ -64,6 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     visualize.set_defaults(handler=_visualize)
 
 
+def _root_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", help="reading JSONL: the folder the images must lie under (default: the JSONL's "
+                                       "folder), as spec.dataset.root")
+    parser.add_argument("--image-url-prefix", help="reading JSONL: an image_url prefix (Azure's azureml://.../paths/"
+                                                   "<folder>/) mapped onto the root, as spec.dataset.imageUrlPrefix")
+
+
 def _summary(dataset) -> str:
     boxes = sum(len(r.boxes) for r in dataset.records)
     return f"{len(dataset)} images, {boxes} boxes, {len(dataset.classes)} classes ({', '.join(dataset.classes)})"
@@ -75,6 +85,8 @@ def _convert(args: argparse.Namespace) -> int:
     if args.from_format:
         if args.with_images != "none":
             raise AutodetectError("--with-images goes with --to yolo")
+        if args.root or args.image_url_prefix:
+            raise AutodetectError("--root and --image-url-prefix go with --to (they say how the JSONL is read)")
         dataset = convert_to_jsonl(args.from_format, args.source, args.out, args.images)
         print(f"wrote {args.out}: {_summary(dataset)}")
     else:
@@ -82,7 +94,8 @@ def _convert(args: argparse.Namespace) -> int:
             raise AutodetectError("--images goes with --from; with --to the images are where the JSONL says")
         if args.with_images != "none" and args.to_format != "yolo":
             raise AutodetectError("--with-images goes with --to yolo")
-        out = convert_from_jsonl(args.to_format, args.source, args.out, args.with_images)
+        out = convert_from_jsonl(args.to_format, args.source, args.out, args.with_images, args.root,
+                                 args.image_url_prefix)
         print(f"wrote {args.to_format} to {out}")
     return 0
 
@@ -91,7 +104,7 @@ def _stats(args: argparse.Namespace) -> int:
     from autodetect.data.dataset import read_jsonl
     from autodetect.data.stats import dataset_stats, render_stats
 
-    stats = dataset_stats(read_jsonl(args.file))
+    stats = dataset_stats(read_jsonl(args.file, root=args.root, prefix=args.image_url_prefix))
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -104,7 +117,7 @@ def _stats(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from autodetect.data.dataset import read_jsonl
 
-    dataset = read_jsonl(args.file, decode=not args.no_decode)
+    dataset = read_jsonl(args.file, decode=not args.no_decode, root=args.root, prefix=args.image_url_prefix)
     print(f"OK {args.file}: {_summary(dataset)}")
     return 0
 

@@ -255,8 +255,27 @@ def _voc_record(xml_path: Path, image_dir: Path, out_dir: Path, problems: _Probl
             boxes.append(normalised_box(name, *corners, int(width), int(height), False, problems))
         except ValueError as exc:
             raise ValueError(f"object[{i}]: {exc}") from None
-    size = _image_size(image_dir / filename, (int(width), int(height)), str(xml_path), problems)
-    return _record(image_dir / filename, out_dir, boxes, size) if size else None
+    image = _voc_image(xml_path, root, image_dir, filename)
+    size = _image_size(image, (int(width), int(height)), str(xml_path), problems)
+    return _record(image, out_dir, boxes, size) if size else None
+
+
+def _voc_image(xml_path: Path, root: ET.Element, image_dir: Path, filename: str) -> Path:
+    """Where the image is, as Azure's converter finds it: the --images folder (or beside the .xml), the XML's own
+    <path>, then <folder>/<filename> beside the annotations folder (Azure's annotations/ beside images/)."""
+    folder = (root.findtext("folder") or "").strip()
+    written = (root.findtext("path") or "").strip()
+    candidates = [image_dir / filename]
+    if written:
+        candidates.append(Path(written))
+    for base in (xml_path.parent.parent, xml_path.parent):
+        candidates += [base / folder / filename] if folder else []
+    candidates.append(xml_path.parent.parent / "images" / filename)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(dict.fromkeys(str(c) for c in candidates))
+    raise ValueError(f"no such image {filename!r} (tried {tried}); give the images folder with --images")
 
 
 def _voc_number(parent: ET.Element, key: str, where: str) -> float:
@@ -273,11 +292,13 @@ def _voc_number(parent: ET.Element, key: str, where: str) -> float:
 def write_voc(dataset: Dataset, out_dir: Path) -> Path:
     """One .xml per image under out_dir, in the image's folder relative to the JSONL
     (so `read_voc(out_dir, images=<JSONL folder>)` finds the images again)."""
-    out_dir, root = Path(out_dir), _absolute(Path(dataset.source).parent)
+    folder = Path(dataset.source) if Path(dataset.source).is_dir() else Path(dataset.source).parent
+    # Under the JSONL's folder, or their common folder when a wider root let them lie beside it.
+    root = Path(os.path.commonpath([_absolute(folder), *(r.path for r in dataset.records)]))
     crowd = 0
     for record in dataset.records:
         width, height = _size_of(record)
-        relative = record.path.relative_to(root)  # read_jsonl keeps every image under root
+        relative = record.path.relative_to(root)  
         ann = ET.Element("annotation")
         ET.SubElement(ann, "folder").text = relative.parent.as_posix()
         ET.SubElement(ann, "filename").text = relative.name
@@ -438,9 +459,10 @@ def convert_to_jsonl(fmt: str, source: str | Path, out: str | Path, images: str 
     return dataset
 
 
-def convert_from_jsonl(fmt: str, jsonl: str | Path, out: str | Path, images: str = "none") -> Path:
+def convert_from_jsonl(fmt: str, jsonl: str | Path, out: str | Path, images: str = "none",
+                       root: str | Path | None = None, prefix: str | None = None) -> Path:
     """Write a JSONL data set as COCO (out: a .json file), VOC or YOLO (out: a folder)."""
-    dataset = read_jsonl(jsonl)
+    dataset = read_jsonl(jsonl, root=root, prefix=prefix)
     if fmt == "coco":
         return write_coco(dataset, Path(out))
     if fmt == "voc":

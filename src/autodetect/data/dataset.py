@@ -87,19 +87,29 @@ def parse_box(raw: object, index: int) -> Box:
     return Box(label, *coords, is_crowd=bool(raw.get("isCrowd", 0)))
 
 
-def resolve_image_path(image_url: str, root: Path) -> Path:
-    """An image_url relative to the JSONL's folder (or absolute inside it); escaping the root is refused."""
-    if "://" in image_url and not image_url.startswith("file://"):
-        raise ValueError(f"image_url {image_url!r}: only local paths are read here")
-    raw = Path(image_url.removeprefix("file://"))
-    # Lexical, not resolve(): a symlinked images folder the owner made is fine; "../" in the line is not.
-    path = Path(os.path.abspath(raw if raw.is_absolute() else root / raw))
-    if not path.is_relative_to(os.path.abspath(root)):
-        raise ValueError(f"image_url {image_url!r} escapes the data set root {root}")
+def resolve_image_path(image_url: str, folder: Path, root: Path | None = None, prefix: str | None = None) -> Path:
+    """An image_url relative to the JSONL's folder unless absolute ("../", absolute and file:// are fine);
+    a URL starting with prefix (Azure's azureml://.../paths/<folder>/) is taken relative to the root.
+    The path must stay inside the data set root (default: the JSONL's folder)."""
+    root = Path(os.path.abspath(root or folder))
+    if prefix and image_url.startswith(prefix):
+        raw = root / image_url[len(prefix):].lstrip("/")
+    elif "://" in image_url and not image_url.startswith("file://"):
+        hint = " (set spec.dataset.imageUrlPrefix, or --image-url-prefix, to map it onto the data set root)" \
+            if image_url.startswith("azureml://") else ""
+        raise ValueError(f"image_url {image_url!r}: only local paths are read here{hint}")
+    else:
+        raw = Path(image_url.removeprefix("file://"))
+    # Lexical, not resolve(): a symlinked images folder the owner made is fine; "../" out of the root is not.
+    path = Path(os.path.abspath(raw if Path(raw).is_absolute() else folder / raw))
+    if not path.is_relative_to(root):
+        raise ValueError(f"image_url {image_url!r} is outside the data set root {root}; widen the root with "
+                         "spec.dataset.root (or --root) to a folder that holds the images")
     return path
 
 
-def parse_line(text: str, root: Path, check_images: bool = True, decode: bool = False) -> ImageRecord:
+def parse_line(text: str, folder: Path, check_images: bool = True, decode: bool = False,
+               root: Path | None = None, prefix: str | None = None) -> ImageRecord:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -116,7 +126,7 @@ def parse_line(text: str, root: Path, check_images: bool = True, decode: bool = 
     details = obj.get("image_details") or {}
     if not isinstance(details, dict):
         raise ValueError("image_details must be an object")
-    path = resolve_image_path(image_url, root)
+    path = resolve_image_path(image_url, folder, root, prefix)
     width, height, fmt = details.get("width"), details.get("height"), details.get("format")
     if check_images or decode:
         from autodetect.data.images import load_rgb, read_size
@@ -136,23 +146,67 @@ def _int_or_none(value: object) -> int | None:
         return None
 
 
-def read_jsonl(path: str | Path, check_images: bool = True, decode: bool = False) -> Dataset:
-    """Read and validate a JSONL data set; every bad line is reported, not only the first.
+def jsonl_files(path: Path) -> list[Path]:
+    """The JSONL files a data set location names: the file itself, or an Azure MLTable (its folder or the
+    MLTable file), whose `paths` (file, folder, pattern) are followed."""
+    mltable = path / "MLTable" if path.is_dir() else path
+    if path.is_dir() and not mltable.is_file():
+        raise DataError("a folder given as a data set must hold an MLTable file", file=str(path))
+    if not mltable.is_file():
+        raise DataError("no such file", file=str(path))
+    if mltable.name != "MLTable":
+        return [path]
+    import yaml
+
+    try:
+        spec = yaml.safe_load(mltable.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DataError(f"bad YAML: {exc}", file=str(mltable)) from None
+    entries = spec.get("paths") if isinstance(spec, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise DataError("an MLTable needs a list `paths` of {file: ...}, {folder: ...} or {pattern: ...}", file=str(mltable))
+    files: list[Path] = []
+    for i, entry in enumerate(entries):
+        kind = next((k for k in ("file", "folder", "pattern") if isinstance(entry, dict) and k in entry), None)
+        if kind is None:
+            raise DataError(f"paths[{i}] must be one of file, folder or pattern", file=str(mltable))
+        target = str(entry[kind])
+        if "://" in target and not target.startswith("file://"):
+            raise DataError(f"paths[{i}].{kind} {target!r}: only local paths are read here", file=str(mltable))
+        target = target.removeprefix("file://")
+        if kind == "file":
+            found = [mltable.parent / target]
+        elif kind == "folder":
+            found = sorted((mltable.parent / target).rglob("*.jsonl"))
+        else:
+            found = sorted(mltable.parent.glob(target))
+        missing = [f for f in found if not f.is_file()]
+        if missing or not found:
+            raise DataError(f"paths[{i}].{kind} {target!r}: no such file", file=str(mltable))
+        files.extend(found)
+    return files
+
+
+def read_jsonl(path: str | Path, check_images: bool = True, decode: bool = False,
+               root: str | Path | None = None, prefix: str | None = None) -> Dataset:
+    """Read and validate a JSONL data set (or an MLTable's); every bad line is reported, not only the first.
 
     check_images reads each image's header (exists, is an image, size within the pixel limit);
-    decode also decodes every pixel (finds truncated files; slower)."""
+    decode also decodes every pixel (finds truncated files; slower). Images must lie under root
+    (default: each JSONL's folder); image_urls starting with prefix are taken relative to root."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError("no such file", file=str(path))
-    root, records, errors = path.parent, [], []
-    with path.open(encoding="utf-8") as fh:
-        for number, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                records.append(parse_line(text, root, check_images, decode))
-            except (ValueError, DataError, ImageError) as exc:
-                errors.append(DataError(getattr(exc, "reason", str(exc)), file=str(path), line=number))
+    records, errors = [], []
+    for file in jsonl_files(path):
+        folder = file.parent
+        with file.open(encoding="utf-8") as fh:
+            for number, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    records.append(parse_line(text, folder, check_images, decode,
+                                              Path(root) if root else None, prefix))
+                except (ValueError, DataError, ImageError) as exc:
+                    errors.append(DataError(getattr(exc, "reason", str(exc)), file=str(file), line=number))
     if errors:
         if len(errors) == 1:
             raise errors[0]

@@ -65,16 +65,25 @@ def split_dataset(dataset: Dataset, fraction: float = DEFAULT_FRACTION, seed: in
 
 
 def load_datasets(training: str | Path, validation: str | Path | None = None, split: float = DEFAULT_FRACTION,
-                  seed: int = 0, check_images: bool = True) -> tuple[Dataset, Dataset]:
+                  seed: int = 0, check_images: bool = True, root: str | None = None,
+                  prefix: str | None = None) -> tuple[Dataset, Dataset]:
     """The training and validation sets of a trial: both read (URIs or paths), or the validation set
-    split off the training set when none is given. Both carry the same sorted class list."""
-    train = read_jsonl(_local(training), check_images)
+    split off the training set when none is given. Both carry the same sorted class list.
+    Images must lie under the data set root: the claim for pvc://, else root (a URI), else the JSONL's folder."""
+    train = read_jsonl(_local(training), check_images, root=data_root(training, root), prefix=prefix)
     if validation is None:
         return split_dataset(train, split, seed)
-    val = read_jsonl(_local(validation), check_images)
+    val = read_jsonl(_local(validation), check_images, root=data_root(validation, root), prefix=prefix)
     classes = sorted(set(train.classes) | set(val.classes))
     train.classes, val.classes = classes, list(classes)
     return train, val
+
+
+def data_root(location: str | Path, root: str | None = None) -> Path | None:
+    if isinstance(location, str) and location.startswith("pvc://"):
+        claim = location.removeprefix("pvc://").split("/", 1)[0]
+        return resolve_uri(f"pvc://{claim}/")
+    return resolve_uri(root) if root else None
 
 
 def _local(location: str | Path) -> Path:

@@ -17,7 +17,7 @@ always "mean_average_precision", AP at `iou_threshold` (Azure's `validation_iou_
 - "none": {}.
 
 Means are over the classes that have (non-crowd) ground truth; a class without any is left out
-of the mean and of per_label_average_precision (its AP is undefined). If no class has ground
+of the mean and is null in per_label_average_precision (its AP is undefined). If no class has ground
 truth, every number is 0.0. Every detection given is scored: COCO's cap of 100 detections per
 image is raised to the largest count given (they were already capped by box_detections_per_image).
 """
@@ -71,7 +71,7 @@ def evaluate(records: Sequence[ImageRecord], predictions: Sequence[Sequence[Dete
         result["mean_average_precision_coco"] = _mean(coco_ap)
     result["precision"] = tp / (tp + fp) if tp + fp else 0.0
     result["recall"] = tp / n_gt if n_gt else 0.0
-    result["per_label_average_precision"] = {c: ap for c, ap in zip(classes, per_label) if ap is not None}
+    result["per_label_average_precision"] = dict(zip(classes, per_label))  # None (null): no ground truth
     return result
 
 

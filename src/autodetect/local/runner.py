@@ -305,7 +305,8 @@ def check_dataset(experiment: DetectionExperiment) -> None:
     from autodetect.data.split import load_datasets
 
     dataset = experiment.spec.dataset
-    load_datasets(dataset.training.uri, dataset.validation.uri if dataset.validation else None, dataset.validationSplit)
+    load_datasets(dataset.training.uri, dataset.validation.uri if dataset.validation else None, dataset.validationSplit,
+                  root=dataset.root, prefix=dataset.imageUrlPrefix)
 
 
 @contextmanager

@@ -21,7 +21,8 @@ from autodetect import __version__
 from autodetect.errors import ImageError
 from autodetect.serving.auth import check_bearer
 from autodetect.serving.config import ServerConfig
-from autodetect.serving.dataplane import DataPlane, azure_images, boxes_json, parse_json
+from autodetect.serving.dataplane import (DataPlane, azure_images, binary_response, boxes_json, parse_json,
+                                          split_binary, wants_binary_output)
 from autodetect.serving.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
 from autodetect.serving.metrics import Metrics, MetricsMiddleware
 from autodetect.serving.model import LoadedModel, ModelInfo
@@ -30,6 +31,7 @@ from autodetect.serving.transport import REDACT_QUERY, HeaderLimits
 log = logging.getLogger(__name__)
 
 QUERY_OVERRIDES = ("box_score_threshold", "nms_iou_threshold", "max_detections")
+BINARY_HEADER = "Inference-Header-Content-Length"  # the Open Inference Protocol's binary tensor data extension
 IMAGE_TYPES = ("application/octet-stream", "image/")
 
 
@@ -147,6 +149,12 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
     async def v2_ready():
         return JSONResponse({"ready": plane.ready}, status_code=200 if plane.ready else 503)
 
+    @app.get("/v2/models/{name}/ready")  # a health endpoint: as open as /readyz, so no key never reads "not ready"
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def v2_model_ready(name: str, version: str | None = None):
+        plane.loaded(name, version)
+        return {"name": name, "ready": True}
+
     # -- behind the key ------------------------------------------------------------------------
     scoring = APIRouter(dependencies=[Depends(require_key)])
 
@@ -157,7 +165,7 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
             body = await read_body(request, config.max_body_bytes)
             images = await asyncio.to_thread(lambda: azure_images(parse_json(body)))
             return [boxes_json(found) for found in await plane.score(images, overrides)]
-        if not kind.startswith(IMAGE_TYPES):
+        if kind and not kind.startswith(IMAGE_TYPES):  # no Content-Type: image bytes, as Azure's scoring script takes
             raise UnsupportedMediaType(f"content type {kind or '(none)'!r}: send the image as application/octet-stream "
                                        "(or image/*), or Azure's JSON request as application/json")
         found = await plane.score([await read_body(request, config.max_body_bytes)], overrides)
@@ -169,26 +177,29 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
 
     @scoring.get("/v2")
     async def v2_server():
-        return {"name": "autodetect", "version": __version__, "extensions": []}
+        return {"name": "autodetect", "version": __version__, "extensions": ["binary_tensor_data"]}
 
     @scoring.get("/v2/models/{name}")
     @scoring.get("/v2/models/{name}/versions/{version}")
     async def v2_model(name: str, version: str | None = None):
         return plane.v2_metadata(name, version)
 
-    @scoring.get("/v2/models/{name}/ready")
-    @scoring.get("/v2/models/{name}/versions/{version}/ready")
-    async def v2_model_ready(name: str, version: str | None = None):
-        plane.loaded(name, version)
-        return {"name": name, "ready": True}
 
     @scoring.post("/v2/models/{name}/infer")
     @scoring.post("/v2/models/{name}/versions/{version}/infer")
     async def v2_infer(request: Request, name: str, version: str | None = None):
-        if media_type(request) not in ("application/json", ""):
-            raise UnsupportedMediaType("the Open Inference Protocol's JSON form is served: send application/json")
-        body = await read_body(request, config.max_body_bytes)
-        return await plane.infer_v2(name, version, await asyncio.to_thread(parse_json, body))
+        header_length = request.headers.get(BINARY_HEADER)
+        if header_length is None and media_type(request) not in ("application/json", ""):
+            raise UnsupportedMediaType("send the Open Inference Protocol's JSON as application/json, or binary "
+                                       f"tensor data with the {BINARY_HEADER} header")
+        header, binary = split_binary(await read_body(request, config.max_body_bytes), header_length)
+        infer = await asyncio.to_thread(parse_json, header)
+        response = await plane.infer_v2(name, version, infer, binary)
+        if not wants_binary_output(infer):
+            return response
+        head, blob = binary_response(response)
+        return Response(head + blob, media_type="application/octet-stream",
+                        headers={BINARY_HEADER: str(len(head))})
 
     app.include_router(scoring)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from autodetect.errors import SpecError
@@ -106,6 +107,7 @@ def _predict(args: argparse.Namespace) -> int:
         from autodetect.visualize import draw_detections
 
         draw_detections(args.image, response, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 

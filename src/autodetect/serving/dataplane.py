@@ -113,9 +113,53 @@ def azure_images(request: Any) -> list[bytes]:
     return images
 
 
-def v2_images(request: Any) -> list[bytes]:
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The binary tensor data extension: the JSON header is the first Inference-Header-Content-Length bytes,
+    the tensors' bytes follow it."""
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise BadRequest(f"Inference-Header-Content-Length: expected a number, got {header_length!r}") from None
+    if not 0 <= length <= len(body):
+        raise BadRequest(f"Inference-Header-Content-Length {length} is outside the body of {len(body)} bytes")
+    return body[:length], body[length:]
+
+
+def _binary_elements(blob: bytes, where: str) -> list[bytes]:
+    """BYTES elements as the extension packs them: each a 4-byte little-endian length, then its bytes."""
+    elements, offset = [], 0
+    while offset < len(blob):
+        if offset + 4 > len(blob):
+            raise BadRequest(f"{where}: a BYTES element's 4-byte length is cut short")
+        size = int.from_bytes(blob[offset:offset + 4], "little")
+        if offset + 4 + size > len(blob):
+            raise BadRequest(f"{where}: a BYTES element of {size} bytes runs past the binary data")
+        elements.append(blob[offset + 4:offset + 4 + size])
+        offset += 4 + size
+    return elements
+
+
+def _binary_input(inputs: list[dict], tensor: dict, binary: bytes) -> list[bytes] | None:
+    """The tensor's elements from the binary part (inputs' binary data follow in their order), or None."""
+    offset = 0
+    for t in inputs:
+        size = (t.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise BadRequest(f"inputs.{t.get('name')}.parameters.binary_data_size {size!r} does not fit the "
+                             f"{len(binary)} bytes after the JSON header")
+        if t is tensor:
+            return _binary_elements(binary[offset:offset + size], f"inputs.{t.get('name')}")
+        offset += size
+    return None
+
+
+def v2_images(request: Any, binary: bytes = b"") -> list[bytes]:
     """The images of an Open Inference Protocol request: one BYTES input (named "image", or the only
-    input) whose data are base64 strings, `shape` giving their number."""
+    input) whose data are base64 strings or binary tensor data, `shape` giving their number."""
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
         raise BadRequest('expected {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [N], "data": [...]}]}')
@@ -126,7 +170,10 @@ def v2_images(request: Any) -> list[bytes]:
     if tensor.get("datatype") != "BYTES":
         raise BadRequest(f"inputs.{tensor.get('name')}.datatype: must be BYTES, got {tensor.get('datatype')!r}")
     data, shape = tensor.get("data"), tensor.get("shape")
-    if isinstance(data, list) and data and all(isinstance(row, list) for row in data):
+    raw = _binary_input(inputs, tensor, binary)
+    if raw is not None:
+        data = raw
+    elif isinstance(data, list) and data and all(isinstance(row, list) for row in data):
         data = [cell for row in data for cell in row]  # the nested (row-major) form
     if not isinstance(data, list) or not data:
         raise BadRequest(f"inputs.{tensor.get('name')}.data: expected a non-empty list of base64 strings")
@@ -137,7 +184,29 @@ def v2_images(request: Any) -> list[bytes]:
         count *= dim
     if count != len(data):
         raise BadRequest(f"inputs.{tensor.get('name')}: shape {shape} holds {count} elements, data has {len(data)}")
+    if raw is not None:
+        return raw
     return [decode_base64(cell, f"inputs.{tensor.get('name')}.data[{i}]") for i, cell in enumerate(data)]
+
+
+def wants_binary_output(request: Any) -> bool:
+    """Whether the client asked for binary outputs: `parameters.binary_data_output`, or per output."""
+    asked = [(o.get("parameters") or {}).get("binary_data") for o in request.get("outputs") or []
+             if isinstance(o, dict) and o.get("name") == V2_OUTPUT]
+    if asked and asked[0] is not None:
+        return bool(asked[0])
+    return bool((request.get("parameters") or {}).get("binary_data_output"))
+
+
+def binary_response(response: dict) -> tuple[bytes, bytes]:
+    """(JSON header, tensor bytes) of a response with its BYTES outputs moved into the binary part."""
+    blobs = []
+    for output in response["outputs"]:
+        data = [s.encode() if isinstance(s, str) else s for s in output.pop("data")]
+        blob = b"".join(len(d).to_bytes(4, "little") + d for d in data)
+        output["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(blob)}
+        blobs.append(blob)
+    return json.dumps(response).encode(), b"".join(blobs)
 
 
 class DataPlane:
@@ -254,16 +323,17 @@ class DataPlane:
                 raise result
         return results
 
-    async def infer_v2(self, name: str, version: str | None, request: Any) -> dict:
+    async def infer_v2(self, name: str, version: str | None, request: Any, binary: bytes = b"") -> dict:
         """An Open Inference Protocol infer: a BYTES output "boxes", one JSON string per image
         (`{"boxes": [...]}`, Azure's shape); `parameters` may override the thresholds."""
         model = self.loaded(name, version)
         if not isinstance(request, dict):
             raise BadRequest("expected a JSON object with \"inputs\"")
-        parameters = request.get("parameters") or {}
-        if not isinstance(parameters, dict):
+        parameters = {k: v for k, v in (request.get("parameters") or {}).items() if k != "binary_data_output"} \
+            if isinstance(request.get("parameters") or {}, dict) else None
+        if parameters is None:
             raise BadRequest("parameters: expected an object")
-        detections = await self.score(await asyncio.to_thread(v2_images, request), parameters)
+        detections = await self.score(await asyncio.to_thread(v2_images, request, binary), parameters)
         response = {"model_name": model.info.name, "model_version": model.info.version,
                     "outputs": [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [len(detections)],
                                  "data": [json.dumps(boxes_json(found)) for found in detections]}]}

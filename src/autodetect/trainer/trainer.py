@@ -104,7 +104,7 @@ class Evaluations:
         return [(epoch, m[self.primary_metric]) for epoch, m in sorted(self.history.items()) if self.primary_metric in m]
 
     def best(self) -> tuple[int, float] | None:
-        return max(self.scores(), key=lambda item: item[1], default=None)
+        return max(self.scores(), key=lambda item: (item[1], item[0]), default=None)  # ties: the latest epoch
 
     def __call__(self, epoch: int, losses: dict[str, float], detector: Detector) -> bool:
         hp = self.hyperparameters
@@ -136,7 +136,7 @@ class Evaluations:
         losses = {**losses, "loss": losses.get("loss", sum(losses.values()))}
         metrics = _plain({**metrics, **losses})
         best = self.best()
-        if not self.evaluating or best is None or metrics[self.primary_metric] > best[1]:
+        if not self.evaluating or best is None or metrics[self.primary_metric] >= best[1]:
             write_artifact(self.workdir / BEST_DIR, detector, name=self.trial_name, metrics=metrics, epoch=epoch,
                            dataset=self.dataset)
         with (self.workdir / METRICS_FILE).open("a", encoding="utf-8") as fh:
@@ -173,6 +173,7 @@ def _run(trial: DetectionTrial, workdir: Path, reporter: Reporter, resume: bool)
         _clear_state(workdir)
     validation_uri = spec.dataset.validation.uri if spec.dataset.validation else None
     train, validation = load_datasets(spec.dataset.training.uri, validation_uri, split=spec.dataset.validationSplit,
+                                      root=spec.dataset.root, prefix=spec.dataset.imageUrlPrefix,
                                       seed=hp["random_seed"])
     classes = sorted(set(train.classes) | set(validation.classes))
     dataset = DatasetInfo(train.fingerprint(), spec.dataset.training.uri, validation_uri, len(train), len(validation))
