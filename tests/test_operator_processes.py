@@ -77,7 +77,8 @@ def test_two_peered_replicas_never_both_act_and_the_standby_takes_over(emulator,
                      "metadata": {"name": "autodetect", "namespace": NAMESPACE}})  # as the chart creates it
     active = emulator.kubeconfig(tmp_path / "active", user="active")
     standby = emulator.kubeconfig(tmp_path / "standby", user="standby")
-    peering = ["--namespace", NAMESPACE, "--peering-lifetime", "3"]
+    # a lifetime long enough that a loaded CPU does not let the active one lapse: then both would act
+    peering = ["--namespace", NAMESPACE, "--peering-lifetime", "10"]
     processes.append(start_operator(active, *peering, "--priority", "100"))
     processes.append(start_operator(standby, *peering, "--priority", "99"))
     cluster = Cluster(emulator, kubeconfig)
