@@ -101,7 +101,7 @@ def installed() -> Iterator[None]:
     helm = [binary("helm"), "--kubeconfig", KUBECONFIG]
     subprocess.run([*helm, "upgrade", "--install", "autodetect", str(ROOT / "helm" / "autodetect"),
                     "--namespace", NAMESPACE, "--create-namespace", "--wait", "--timeout", "5m",
-                    "--set", "image.repository=autodetect-operator", "--set", f"image.tag={VERSION}"],
+                    "--set", f"image.tag={VERSION}"],
                    check=True, timeout=400)
     yield
     if not os.environ.get("AUTODETECT_E2E_KEEP"):
