@@ -42,18 +42,11 @@ def _import_azure(args: argparse.Namespace) -> int:
     import yaml
 
     from autodetect.api.azure import import_azure_job
-    from autodetect.api.loader import parse_resource
+    from autodetect.api.loader import parse_resource, read_yaml
     from autodetect.api.v1alpha1 import DetectionExperiment
-    from autodetect.errors import SpecError
 
     job = Path(args.job)
-    try:
-        obj = yaml.safe_load(job.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(str(job), "no such file") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(str(job), f"not valid YAML: {exc}") from None
-    experiment, dropped = import_azure_job(obj, str(job), args.name, job.parent)
+    experiment, dropped = import_azure_job(read_yaml(job), str(job), args.name, job.parent)
     parse_resource(experiment, DetectionExperiment, str(job))  # what is written is valid as it stands
     text = yaml.safe_dump(experiment, sort_keys=False)
     if args.out:

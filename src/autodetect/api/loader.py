@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -43,12 +43,15 @@ def parse_resource(obj: object, expected: type[R] | None = None, source: str = "
         raise SpecError(f"{source}: {field}", message) from None
 
 
-def load_resource(path: str | Path, expected: type[R] | None = None) -> R:
-    path = Path(path)
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's one document; a missing or malformed file is a SpecError naming it."""
     try:
-        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(str(path), "no such file") from None
     except yaml.YAMLError as exc:
         raise SpecError(str(path), f"not valid YAML: {exc}") from None
-    return parse_resource(obj, expected, str(path))
+
+
+def load_resource(path: str | Path, expected: type[R] | None = None) -> R:
+    return parse_resource(read_yaml(path), expected, str(path))
