@@ -23,6 +23,7 @@ FINALIZER = f"{GROUP}/finalizer"
 # why a trial's run ended or cannot start (status.reason of a trial, the pod's own words where it has them)
 INVALID_INPUT = "InvalidInput"  # the trainer refused its input: not retried, it fails the experiment
 INTERRUPTED = "Interrupted"  # the backend stopped it (Ctrl-C): not the trial's failure, it resumes
+REBUILT = "Rebuilt"  # a local trial's lost status.json was rebuilt from its metrics and its artifact
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 OOM_KILLED = "OOMKilled"
 ERROR = "Error"

@@ -211,7 +211,7 @@ def rebuilt_status(trial: DetectionTrial, folder: Path) -> TrialStatus | None:
     from autodetect.api.v1alpha1 import EpochMetrics, TrialModel
     from autodetect.models.registry import MODEL_CARD
     from autodetect.trainer.trainer import read_history
-    from autodetect.vocabulary import PRUNED, SUCCEEDED
+    from autodetect.vocabulary import PRUNED, REBUILT, SUCCEEDED
 
     artifact_uri = f"{trial.spec.artifacts.uri.rstrip('/')}/{trial.metadata.name}/"
     try:
@@ -230,5 +230,5 @@ def rebuilt_status(trial: DetectionTrial, folder: Path) -> TrialStatus | None:
         model=TrialModel(format=card["format"], classes=card["classes"], inputSize=card.get("input_size") or {},
                          epoch=card.get("epoch"), metrics=card.get("metrics", {})))
     return mark_trial(status, PRUNED if (folder / "STOP").exists() else SUCCEEDED, datetime.now(timezone.utc),
-                      reason="Rebuilt", message=f"status.json was missing: rebuilt from {metrics_file.name} and "
+                      reason=REBUILT, message=f"status.json was missing: rebuilt from {metrics_file.name} and "
                                                 f"the artifact {artifact_uri}")
