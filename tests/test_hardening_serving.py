@@ -188,6 +188,35 @@ def test_a_card_pointing_outside_its_artifact_is_refused(tmp_path, weights):
 
 # --- 2: connections and memory held without a key ---------------------------------------------------
 
+def answer_while_still_sending(port: int, request: bytes) -> bytes:
+    """The status line a client reads while its upload is still going (a thread sends, this one reads)."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+
+    def send():
+        try:
+            conn.sendall(request)
+        except OSError:
+            pass  # the server stopped reading: what matters is the answer it sent first
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        return read_all(conn).split(b"\r\n", 1)[0]
+    finally:
+        sender.join(30)
+        conn.close()
+
+
+def test_a_client_still_uploading_reads_its_refusal_not_a_reset(tmp_path):
+    with serving(tmp_path, max_header_bytes=8192, max_body_bytes=1_000_000) as server:
+        for _ in range(10):  # closing on unread bytes resets the connection every time; once is not luck
+            header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4_000_000 + b"\r\n\r\n"
+            assert answer_while_still_sending(server.port, header).split(b" ")[1] in (b"400", b"431")
+            body = (b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                    b"\r\nContent-Type: application/octet-stream\r\nContent-Length: 8000000\r\n\r\n" + b"\0" * 8_000_000)
+            assert answer_while_still_sending(server.port, body).split(b" ")[1] == b"413"
+        assert httpx.get(f"{server.base}/healthz").status_code == 200
+
+
 def test_header_size_and_count_limits(tmp_path):
     with serving(tmp_path, max_header_bytes=8192, max_headers=20) as server:
         big = raw(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")

@@ -79,11 +79,17 @@ def test_two_peered_replicas_never_both_act_and_the_standby_takes_over(emulator,
     standby = emulator.kubeconfig(tmp_path / "standby", user="standby")
     # a lifetime long enough that a loaded CPU does not let the active one lapse: then both would act
     peering = ["--namespace", NAMESPACE, "--peering-lifetime", "10"]
+
+    def announced() -> int:
+        return len((emulator.get("kopfpeerings", NAMESPACE, "autodetect") or {}).get("status", {}))
+
+    # in the order the chart's StatefulSet (OrderedReady) starts them: the standby's first look at the peering
+    # object then sees the active replica, so it never unpauses
     processes.append(start_operator(active, *peering, "--priority", "100"))
+    emulator.wait_for(lambda: announced() == 1, 60)
     processes.append(start_operator(standby, *peering, "--priority", "99"))
     cluster = Cluster(emulator, kubeconfig)
-    emulator.wait_for(lambda: len((emulator.get("kopfpeerings", NAMESPACE, "autodetect") or {})
-                                  .get("status", {})) == 2, 30)  # both have announced themselves
+    emulator.wait_for(lambda: announced() == 2, 60)
     emulator.create(experiment(limits={"maxTrials": 2, "maxConcurrentTrials": 1}))
     run_trial(cluster, "fridge-000", 0.4)
     cluster.wait_job("fridge-001-0")

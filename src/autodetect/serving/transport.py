@@ -1,6 +1,7 @@
 """What the server needs to sit on a network without a proxy in front: uvicorn's h11 protocol with header
-and body read deadlines (408, then close), header size (h11: 400) and count (431) limits, a connection cap,
-access logs without query strings, and a drain on SIGTERM (readiness false while the listener still serves)."""
+and body read deadlines (408, then close), header size (h11: 400) and count (431) limits, a lingering close,
+a connection cap, access logs without query strings, and a drain on SIGTERM (readiness false while the
+listener still serves)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,43 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LINGER_S = 2.0
 TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
                     b"content-length: 45\r\n\r\n" + b'{"error": "the request was not sent in time"}')
+
+
+class LingeringTransport:
+    """A transport whose close() sends the answer and a FIN, then discards what the client still sends until it
+    hangs up or LINGER_S pass. Closing with unread bytes makes the kernel send a reset, and a reset throws away
+    the answer the client has not read yet: a client still uploading an oversized header or body would see
+    "connection reset" instead of its 400, 408, 413 or 431 (what Apache and nginx call a lingering close)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport, self._loop = transport, loop
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    @property
+    def lingering(self) -> bool:
+        return self._timer is not None
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        if not self._transport.can_write_eof():
+            return self._transport.close()
+        self._transport.write_eof()
+        self._transport.resume_reading()
+        self._timer = self._loop.call_later(LINGER_S, self._transport.close)
+
+    def lost(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -34,13 +70,18 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._linger = LingeringTransport(transport, self.loop)
+        self.transport = self._linger  # type: ignore[assignment]
         self._arm(self._header_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._linger.lost()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._linger.lingering:
+            return  # what the client sends after its answer and our FIN
         super().data_received(data)
         cycle = self.cycle
         if cycle is not None and cycle is not self._reading and not cycle.response_complete:
@@ -53,7 +94,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         if self.cycle is self._reading and self.cycle is not None and self.cycle.more_body:
-            self._disarm()  # answered before its body was read (e.g. 413): uvicorn closes the connection
+            self._disarm()  # answered before its body was read (e.g. 413): the rest is not worth waiting for
+            self.transport.close()
         super().on_response_complete()
 
     def _arm(self, seconds: float) -> None:
