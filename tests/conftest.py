@@ -17,6 +17,16 @@ CRDS = [doc for path in sorted((Path(__file__).resolve().parents[1] / "crds").gl
         if doc]  # read once: every test gets a fresh emulator
 
 
+@pytest.fixture(autouse=True)
+def no_weights_from_the_internet(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pretrained: true` downloads from a hub: in tests, from nowhere (a port nothing listens on), into an empty
+    folder, unless a test serves weights itself. Subprocesses inherit both."""
+    from autodetect.models.weights import WEIGHTS_DIR_ENV, WEIGHTS_URL_ENV
+
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path_factory.mktemp("weights")))
+    monkeypatch.setenv(WEIGHTS_URL_ENV, "http://127.0.0.1:9/no-hub-in-tests")
+
+
 @pytest.fixture
 def emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
     """The API server on 127.0.0.1 at a free port, with the repository's CRDs (autodetect's and kopf's peering).

@@ -30,3 +30,11 @@ class ImageError(AutodetectError):
 
 class WeightsUnavailable(AutodetectError):
     """Pretrained weights were asked for and could not be had."""
+
+
+class TransientError(AutodetectError):
+    """A failure the input did not cause, which a retry may not meet (a network fetch refused or cut short)."""
+
+
+class WeightsDownloadFailed(WeightsUnavailable, TransientError):
+    """Pretrained weights could not be downloaded this time."""

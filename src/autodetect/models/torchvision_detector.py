@@ -24,7 +24,7 @@ from autodetect.data.dataset import Dataset, ImageRecord
 from autodetect.data.images import load_rgb
 from autodetect.errors import SpecError, WeightsUnavailable
 from autodetect.models.base import Detection, Detector, EpochHook, PredictOptions, epoch_progress
-from autodetect.models.weights import pretrained_weights_path
+from autodetect.models.weights import pretrained_weights_path, torchvision_release
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class TorchvisionDetector(Detector):
             self.model.load_state_dict(_load_weights_only(weights))
             self.pretrained = False
         else:
-            path = pretrained_weights_path(hyperparameters, [f"{self.model_name}.pth"])
+            path = pretrained_weights_path(hyperparameters, torchvision_release(self.model_name), f"{self.model_name}.pth")
             if path is not None:
                 _load_pretrained(self.model, path, self.model_name)
             self.pretrained = path is not None

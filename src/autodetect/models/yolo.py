@@ -61,7 +61,7 @@ from autodetect.models.base import Detection, Detector, EpochHook, PredictOption
 # process was given (OMP_NUM_THREADS, which the local runner sets per trial), so parallel trials share the cores.
 torch_utils.NUM_THREADS = torch.get_num_threads()
 _tasks.SAFE_LOAD = True  # also when ultralytics was imported before the environment said so
-from autodetect.models.weights import pretrained_weights_path  # noqa: E402
+from autodetect.models.weights import pretrained_weights_path, ultralytics_release  # noqa: E402
 
 WEIGHTS_FILE = "model.pt"
 SIZE_LETTERS = {"small": "s", "medium": "m", "large": "l", "xlarge": "x"}
@@ -78,10 +78,10 @@ def model_config(model_name: str, model_size: str) -> str:
     return f"{model_name}{SIZE_LETTERS[model_size]}.yaml"
 
 
-def pretrained_file_names(model_name: str, model_size: str) -> list[str]:
-    """The released ultralytics checkpoints of that architecture (yolov5 ones carry the 'u' suffix)."""
+def pretrained_file_name(model_name: str, model_size: str) -> str:
+    """The released ultralytics checkpoint of that architecture (yolov5 ones carry the 'u' suffix)."""
     stem = Path(model_config(model_name, model_size)).stem
-    return [f"{stem}u.pt"] if model_name == "yolov5" else [f"{stem}.pt"]
+    return f"{stem}u.pt" if model_name == "yolov5" else f"{stem}.pt"
 
 
 def lr_factor(hp: dict[str, Any], epochs: int) -> Callable[[int], float]:
@@ -163,7 +163,7 @@ def write_yolo_dataset(train: Dataset, validation: Dataset, classes: list[str], 
 
 def pretrained_weights(hp: dict[str, Any]) -> Path | None:
     """The local weights file `pretrained: true` asks for (None without); WeightsUnavailable when there is none."""
-    return pretrained_weights_path(hp, pretrained_file_names(hp["model_name"], hp["model_size"]))
+    return pretrained_weights_path(hp, ultralytics_release(pretrained_file_name(hp["model_name"], hp["model_size"])))
 
 
 def build_model(hp: dict[str, Any], classes: list[str], weights: Path | None) -> DetectionModel:

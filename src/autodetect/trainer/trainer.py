@@ -16,7 +16,7 @@ from typing import Any
 
 from autodetect.api.v1alpha1 import DetectionTrial, TrialModel
 from autodetect.data.dataset import Dataset, ImageRecord
-from autodetect.errors import AutodetectError, SpecError
+from autodetect.errors import AutodetectError, SpecError, TransientError
 from autodetect.models.base import Detection, Detector, PredictOptions
 from autodetect.trainer.artifact import DatasetInfo, publish, write_artifact
 from autodetect.trainer.reporter import Reporter
@@ -149,6 +149,8 @@ def run_trial(trial: DetectionTrial, workdir: Path, reporter: Reporter, resume: 
     """Run the trial to its end and tell the reporter how it ended; never raises for a failed trial."""
     try:
         outcome = _run(trial, Path(workdir), reporter, resume)
+    except TransientError as exc:  # not the input's fault: the trial may be retried
+        outcome = TrialOutcome(FAILED, message=str(exc), exit_code=EXIT_FAILED)
     except AutodetectError as exc:
         outcome = TrialOutcome(FAILED, message=str(exc), exit_code=EXIT_BAD_INPUT, reason=INVALID_INPUT)
     except Exception as exc:  # noqa: BLE001 - a failed trial is reported, not raised
