@@ -1,5 +1,6 @@
 """The OpenVINO runtime (serving/openvino_runtime.py): exports at fp32 and int8 (bf16 where the CPU has
-it) give the PyTorch model's boxes within a tolerance, export records its mAP figures in the card and
+it) of a model trained here give the PyTorch model's boxes within a tolerance and keep its mAP within a
+margin, export records its mAP figures in the card and
 refuses a lossy conversion, `serve --runtime auto` picks the fastest export the CPU runs, over real HTTP."""
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from autodetect.trainer.artifact import DatasetInfo, write_artifact  # noqa: E40
 from detections import assert_same_detections  # noqa: E402
 
 FLOOR = 0.05
+IMAGES = 32
 HAS_BF16 = "BF16" in cpu_capabilities()
 
 
@@ -66,36 +68,30 @@ def test_a_lossy_conversion_is_refused_with_both_figures():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return synthesize(tmp_path_factory.mktemp("shapes"), classes=2, images=8, size=(160, 120), seed=3)
+    return synthesize(tmp_path_factory.mktemp("shapes"), classes=2, images=IMAGES, size=(160, 120), seed=3)
 
 
 @pytest.fixture(scope="module")
 def artifact(data, tmp_path_factory) -> Path:
-    """yolov8n trained one step on these images, its batch-norm statistics theirs: boxes and scores that
-    vary with the image (an untrained net's would all be alike), which comparing runtimes needs."""
-    import cv2
-    from ultralytics.nn.tasks import DetectionModel
-
+    """A YOLO that has learned these shapes (scores of 0.5 to 0.9 on its boxes, about a minute on two cores):
+    an untrained net's scores sit on a knife edge, where bf16 and int8 move them by up to 0.8, so comparing
+    runtimes on one would compare noise."""
     from autodetect.models.yolo import YoloDetector
 
     dataset = read_jsonl(data)
+    hp = resolve({"model_name": "yolov8", "model_size": "small", "image_size": 64, "number_of_epochs": 40,
+                  "training_batch_size": 8, "learning_rate": 0.01, "pretrained": False, "box_score_threshold": FLOOR})
     torch.manual_seed(0)
-    net = DetectionModel("yolov8n.yaml", nc=len(dataset.classes), verbose=False)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    images = [load_rgb(r.path) for r in dataset.records]
-    batch = np.stack([cv2.resize(image, (160, 160)) for image in images]).transpose(0, 3, 1, 2) / 255
-    net.train()
-    with torch.no_grad():
-        net(torch.from_numpy(batch).float())
-    net.eval()
-    hp = resolve({"model_name": "yolov8", "model_size": "small", "image_size": 160, "pretrained": False,
-                  "box_score_threshold": FLOOR})
+    detector = YoloDetector(hp, dataset.classes)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        detector.fit(dataset, dataset, tmp_path_factory.mktemp("fit"), lambda epoch, losses, d: False, resume=False)
+    finally:
+        torch.set_num_threads(threads)
     info = DatasetInfo(dataset.fingerprint(), str(data), str(data), len(dataset), len(dataset))
-    return write_artifact(tmp_path_factory.mktemp("yolo") / "artifact", YoloDetector(hp, dataset.classes, model=net),
-                          name="varied", metrics={}, epoch=None, dataset=info)
+    return write_artifact(tmp_path_factory.mktemp("yolo") / "artifact", detector, name="shapes", metrics={},
+                          epoch=40, dataset=info)
 
 
 def config(artifact: Path, **overrides) -> ServerConfig:
@@ -104,10 +100,12 @@ def config(artifact: Path, **overrides) -> ServerConfig:
 
 PRECISIONS = ["fp32", "int8", pytest.param("bf16", marks=pytest.mark.skipif(
     not HAS_BF16, reason="this CPU has neither AMX nor AVX-512 BF16 (no BF16 in OpenVINO's OPTIMIZATION_CAPABILITIES)"))]
-# fp32 moves scores only by kernel order. int8 of this untrained net (its scores on a knife edge) moves them by
-# up to 0.8, so its boxes are not compared here: its accuracy is what export measures and gates (check_loss)
-TOLERANCES = {"fp32": dict(score_tol=2e-3, box_tol=2e-3), "int8": dict(score_tol=0.4, box_tol=0.1),
-              "bf16": dict(score_tol=0.03, box_tol=0.02)}
+# Measured on the learned model above (2-core Xeon with AMX): fp32 matches within 2e-3; bf16 leaves one box of 77
+# unmatched at 0.03/0.02 and none at 0.1/0.05; int8 (at 64 px a box corner moves by pixels) none at 0.25/0.15. Its
+# mAP drops by 0.021 (int8) and 0.000 (bf16), so the margins below are two to three times what was seen.
+TOLERANCES = {"fp32": dict(score_tol=2e-3, box_tol=2e-3), "bf16": dict(score_tol=0.1, box_tol=0.05),
+              "int8": dict(score_tol=0.3, box_tol=0.2)}
+MAP_LOSS = {"fp32": 1e-3, "bf16": 0.01, "int8": 0.05}
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -115,7 +113,7 @@ def test_export_gives_the_torch_boxes_and_records_its_accuracy(artifact, data, p
     entry = export_openvino(artifact, precision, tolerance=1.0, threads=1)
     card = json.loads((artifact / "model_card.json").read_text())
     assert card["runtimes"][f"openvino-{precision}"] == entry
-    assert (artifact / entry["path"]).is_file() and entry["validation_images"] == 8
+    assert (artifact / entry["path"]).is_file() and entry["validation_images"] == IMAGES
     assert {"mean_average_precision_fp32", "mean_average_precision"} <= set(entry)
     served = load_model(config(artifact, runtime="openvino"), tmp_path)
     torch_ = load_model(config(artifact, runtime="torch"), tmp_path)
@@ -130,12 +128,11 @@ def test_export_gives_the_torch_boxes_and_records_its_accuracy(artifact, data, p
 
         ov = open_runtime(artifact, entry, load_artifact(artifact), 1)
     got = ov.predict([ov.prepare(i) for i in images], options)
-    if precision == "int8":  # see TOLERANCES: on this untrained net int8 keeps the boxes' count, not their scores
-        assert sum(map(len, got)) > 0
-        return
     for found, expected in zip(got, want):
         assert_same_detections(found, expected, floor=FLOOR, **TOLERANCES[precision])
-    assert sum(map(len, want)) >= 8  # the comparison is over real boxes
+    assert sum(d.score > 0.5 for boxes in want for d in boxes) >= IMAGES // 2  # the comparison is over confident boxes
+    assert entry["mean_average_precision_fp32"] > 0.5  # it learned: the mAP figures compared are not noise
+    assert entry["mean_average_precision"] >= entry["mean_average_precision_fp32"] - MAP_LOSS[precision]
 
 
 def test_serve_auto_picks_the_fastest_export_over_http(artifact, data):
@@ -165,7 +162,7 @@ def test_serve_auto_picks_the_fastest_export_over_http(artifact, data):
         response = httpx.post(f"{base}/score", content=image, timeout=60, params={"box_score_threshold": FLOOR},
                               headers={"Content-Type": "application/octet-stream"})
         assert response.status_code == 200, response.text
-        assert isinstance(response.json()["boxes"], list)  # int8 of this untrained net may find none
+        assert response.json()["boxes"], "the learned model finds the shapes"
     finally:
         process.kill()
         process.wait()
