@@ -152,6 +152,9 @@ def test_config_refuses_auth_without_keys_and_travels_to_workers(tmp_path, monke
         ServerConfig(model_dir=tmp_path, auth=False, runtime="tensorrt")
     with pytest.raises(SpecError, match="max_batch_size"):
         ServerConfig(model_dir=tmp_path, auth=False, max_batch_size=-1)
+    for port in (8080, 0, 70000):
+        with pytest.raises(SpecError, match="grpc_port"):
+            ServerConfig(model_dir=tmp_path, auth=False, grpc_port=port)
     config = ServerConfig(model_dir=tmp_path, api_keys=frozenset({"s3cr3t-key"}), workers=2, onnx_path=tmp_path / "m.onnx")
     monkeypatch.setenv(ENV_CONFIG, config.to_env())
     assert ServerConfig.from_env() == config

@@ -2,7 +2,8 @@
 errors become HTTP responses (`{"error": "..."}`, the Open Inference Protocol's error shape).
 
 Open without a key: /healthz, /readyz, /metrics, /v2/health/live, /v2/health/ready (probes and
-scrapers carry no key, and they reveal nothing about the model). Everything else needs
+scrapers carry no key, and they reveal nothing about the model). With config.grpc_port, the same
+protocol over gRPC (grpc_server.py) runs in this event loop, on the same DataPlane. Everything else needs
 `Authorization: Bearer <key>` unless auth is off."""
 
 from __future__ import annotations
@@ -87,7 +88,14 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await plane.start(model)
+        grpc_server = None
+        if config.grpc_port:
+            from autodetect.serving.grpc_server import start_grpc  # grpc loads only where it is asked for
+
+            grpc_server = await start_grpc(config, plane)
         yield
+        if grpc_server is not None:  # readiness already reads false there too: the plane is draining
+            await grpc_server.stop(config.graceful_timeout_s)
         await plane.stop()  # uvicorn calls this only after the requests in flight have finished
 
     async def require_key(request: Request) -> None:

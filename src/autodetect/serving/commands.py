@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--model", required=True, type=Path, help="artifact directory (with model_card.json)")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--grpc-port", type=int, help="also serve the Open Inference Protocol over gRPC on this port "
+                                                     "(KServe's grpc_predict_v2; keys as 'authorization: Bearer' metadata)")
     serve.add_argument("--keys-file", type=Path, help="API keys, one a line (also read: $AUTODETECT_API_KEYS, comma-separated)")
     serve.add_argument("--no-auth", action="store_true", help="serve without authentication")
     serve.add_argument("--runtime", choices=("auto", "openvino", "onnx", "torch"), default="auto",
@@ -82,7 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     _check_artifact(args.model)
     config = ServerConfig(
-        model_dir=args.model, host=args.host, port=args.port, auth=not args.no_auth,
+        model_dir=args.model, host=args.host, port=args.port, grpc_port=args.grpc_port, auth=not args.no_auth,
         api_keys=frozenset() if args.no_auth else load_keys(args.keys_file), runtime=args.runtime,
         letterbox=args.letterbox,
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, workers=args.workers,

@@ -21,6 +21,7 @@ class ServerConfig:
     model_dir: Path
     host: str = "0.0.0.0"
     port: int = 8080
+    grpc_port: int | None = None  # the Open Inference Protocol over gRPC as well, on this port
     auth: bool = True
     api_keys: frozenset[str] = field(default_factory=frozenset, repr=False)  # never logged
     runtime: str = "auto"  # auto: ONNX Runtime where the family exports to ONNX, else torch
@@ -59,6 +60,9 @@ class ServerConfig:
         for name in ("max_batch_size", "max_wait_ms", "inference_threads", "drain_s", "max_queued_images"):
             if getattr(self, name) < 0:
                 raise SpecError(name, f"must not be negative, got {getattr(self, name)}")
+        if self.grpc_port is not None and not (0 < self.grpc_port < 65536 and self.grpc_port != self.port):
+            raise SpecError("grpc_port", f"must be a port (1-65535) other than the HTTP port {self.port}, "
+                                         f"got {self.grpc_port}")
         if self.auth and not self.api_keys:
             raise SpecError("auth", "auth is on but no API key was given (--keys-file or AUTODETECT_API_KEYS); "
                                     "pass --no-auth to serve without authentication")
