@@ -1,27 +1,37 @@
-"""Scoring throughput and latency of `autodetect serve` against two baselines measured in the same run.
+"""Scoring throughput and latency of `autodetect serve` against baselines measured in the same run.
 
 The model is yolov8n (ultralytics' yolov8n.yaml, untrained weights: speed does not depend on them) at
 640, 80 classes, on the CPU; each request is one 640x480 JPEG. For concurrency 1, 4 and 16, closed-loop
 clients (each sends its next request when the last is answered) measure, interleaved round by round
 so that a busy spell of a shared machine hits every mode alike:
 
-- raw onnx (L):   the served runtime (letterbox L, inference, NMS) called in-process on a decoded
-                  image, c images a call back to back, what a zero-overhead batcher would reach: the
-                  limit the targets refer to;
+- raw R (L):      a served runtime R (ONNX Runtime fp32, or OpenVINO at a precision; letterbox L,
+                  inference, NMS) called in-process on a decoded image, min(c, batch) images a call
+                  back to back, what a zero-overhead batcher would reach: the limit the targets refer to;
 - raw torch:      ultralytics' predict called in-process, one image a call (for reference);
 - naive:          a FastAPI server that decodes and calls ultralytics predict in its handler (the
                   usual first attempt), in its own uvicorn process; its torch threads are set again
                   after ultralytics' select_device has reset them to min(8, cores - 1);
 - naive onnx:     the same server calling the served ONNX Runtime path (rect) in its handler, no
                   batching: the "against naive" figure then measures the server, not the runtime;
-- autodetect:     `autodetect serve` (ONNX Runtime, micro-batching, auth on) in its own process, one
-                  per LETTERBOX:MAX_BATCH_SIZE given to --servers.
+- autodetect:     `autodetect serve` (micro-batching, auth on) in its own process, one per
+                  RUNTIME:LETTERBOX:MAX_BATCH_SIZE given to --servers. An OpenVINO server serves an
+                  artifact that holds only that precision's export (`autodetect export --runtime openvino`,
+                  int8 calibrated on 16 synthetic 640x480 images).
 
-Every runtime gets the same intra-op thread count; each process's actual count is printed. Targets: autodetect throughput >= 0.9x raw onnx
-(same letterbox) and >= 1.5x naive at every level; p50 at concurrency 1 within 15% of raw onnx.
+Every runtime gets the same intra-op thread count; each process's actual count is printed.
+
+Accuracy: the speed model is untrained, so the mAP column comes from a second model, a YOLO trained here
+on synthetic shapes at 64 px (about a minute), evaluated on its validation images through each path
+(torch, ONNX Runtime, and OpenVINO at each precision measured) with the project's evaluator.
+
+Targets: an ONNX Runtime server >= 0.9x raw onnx (same letterbox) and >= 1.5x naive at every level, p50 at
+concurrency 1 within 15% of raw onnx. An OpenVINO server >= 2.0x raw onnx fp32 (same letterbox), >= 0.9x raw
+OpenVINO at its precision and >= 1.5x naive at every level, p50 at concurrency 1 within 15% of its raw runtime.
 Run from the repository root (a few minutes):
 
-    python benchmarks/bench_serving.py [--requests 32] [--rounds 3] [--threads 0] [--servers rect:8,square:8]
+    python benchmarks/bench_serving.py [--requests 32] [--rounds 3] [--threads 0]
+        [--servers onnx:rect:0,onnx:square:0,openvino-int8:rect:0,openvino-bf16:rect:0]
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ def build_artifact(root: Path) -> Path:
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
+    from autodetect.data.synth import SHAPES
     from autodetect.models.hyperparameters import resolve
     from autodetect.models.yolo import YoloDetector
     from autodetect.trainer.artifact import DatasetInfo, write_artifact
@@ -73,7 +84,8 @@ def build_artifact(root: Path) -> Path:
     # model_size has no "nano" among Azure's values; the weights file, not the card, defines the network
     hp = resolve({"model_name": "yolov8", "model_size": "small", "image_size": SIZE, "pretrained": False})
     net = DetectionModel("yolov8n.yaml", nc=80, verbose=False).eval()
-    detector = YoloDetector(hp, [f"class{i}" for i in range(80)], model=net)
+    classes = list(SHAPES[:3]) + [f"class{i}" for i in range(3, 80)]  # the calibration images' labels come first
+    detector = YoloDetector(hp, classes, model=net)
     artifact = write_artifact(root / "yolov8n", detector, name="yolov8n", metrics={}, epoch=None,
                               dataset=DatasetInfo("none", "none", None, 0, 0))
     detector.export_onnx(artifact / "model.onnx")
@@ -93,20 +105,27 @@ def test_image(root: Path) -> bytes:
 
 # -- in-process baselines --------------------------------------------------------------------------
 
-class RawOnnx:
-    """The served runtime in-process: prepare (letterbox) and predict on min(c, batch) decoded images
+def served_runtime(artifact: Path, runtime: str, threads: int, letterbox: str):
+    """The runtime `autodetect serve --runtime R` would serve from this artifact, with the same code."""
+    from autodetect.serving.config import ServerConfig
+    from autodetect.serving.model import load_model
+
+    config = ServerConfig(model_dir=artifact, auth=False, runtime=runtime.split("-")[0], letterbox=letterbox,
+                          inference_threads=threads, onnx_path=artifact / "model.onnx")
+    loaded = load_model(config, artifact)
+    assert loaded.info.runtime == runtime, (loaded.info.runtime, runtime)
+    return loaded.runtime, loaded.info.defaults
+
+
+class RawRuntime:
+    """A served runtime in-process: prepare (letterbox) and predict on min(c, batch) decoded images
     a call, back to back."""
 
-    def __init__(self, artifact: Path, image: bytes, threads: int, letterbox: str, batch: int):
-        self.batch = batch
+    def __init__(self, artifact: Path, runtime: str, image: bytes, threads: int, letterbox: str, batch: int):
         from autodetect.data.images import load_rgb
-        from autodetect.models.base import PredictOptions
-        from autodetect.models.registry import read_model_card
-        from autodetect.serving.onnx_runtime import OnnxYoloRuntime
 
-        card = read_model_card(artifact)
-        self.runtime = OnnxYoloRuntime(artifact / "model.onnx", card["classes"], SIZE, threads, letterbox)
-        self.options = PredictOptions.from_hyperparameters(card["hyperparameters"])
+        self.batch = batch
+        self.runtime, self.options = served_runtime(artifact, runtime, threads, letterbox)
         self.decoded = load_rgb(image)
         for c in LEVELS:  # warm-up at each batch size
             self.call(min(c, batch))
@@ -125,6 +144,51 @@ class RawOnnx:
                 self.call(size)
                 latencies += [time.perf_counter() - t] * size
         return latencies, time.perf_counter() - started
+
+
+def openvino_artifact(artifact: Path, precision: str, calibration: Path, threads: int) -> Path:
+    """A copy of the artifact holding only its OpenVINO export at this precision, made by the exporter."""
+    import shutil
+
+    from autodetect.serving.openvino_runtime import export_openvino
+
+    copy = artifact.with_name(f"{artifact.name}-{precision}")
+    shutil.copytree(artifact, copy)
+    export_openvino(copy, precision, tolerance=1.0, threads=threads, training=str(calibration),
+                    validation=str(calibration))  # untrained: its mAP is no figure, the trained model's is
+    return copy
+
+
+def trained_accuracy(root: Path, precisions: list[str], threads: int) -> dict[str, float]:
+    """mean_average_precision of a YOLO trained here, on its validation images, through each path."""
+    import torch
+
+    from autodetect.data.dataset import read_jsonl
+    from autodetect.data.synth import synthesize
+    from autodetect.evaluation.evaluator import evaluate
+    from autodetect.models.hyperparameters import resolve
+    from autodetect.models.yolo import YoloDetector
+    from autodetect.data.images import load_rgb
+    from autodetect.serving.openvino_runtime import export_openvino
+    from autodetect.trainer.artifact import DatasetInfo, write_artifact
+
+    data = synthesize(root / "shapes", classes=2, images=32, size=(160, 120), seed=3)
+    dataset = read_jsonl(data)
+    hp = resolve({"model_name": "yolov8", "model_size": "small", "image_size": 64, "number_of_epochs": 60,
+                  "training_batch_size": 8, "learning_rate": 0.02, "pretrained": False})
+    torch.manual_seed(0)
+    detector = YoloDetector(hp, dataset.classes)
+    detector.fit(dataset, dataset, root / "fit", lambda epoch, losses, d: False, resume=False)
+    artifact = write_artifact(root / "trained", detector, name="shapes", metrics={}, epoch=60,
+                              dataset=DatasetInfo(dataset.fingerprint(), str(data), str(data), len(dataset), len(dataset)))
+    figures = {}
+    for runtime in ("torch", "onnx"):
+        served, options = served_runtime(artifact, runtime, threads, "rect")
+        found = [served.predict([served.prepare(load_rgb(r.path))], options)[0] for r in dataset.records]
+        figures[runtime] = evaluate(dataset.records, found, dataset.classes)["mean_average_precision"]
+    for precision in precisions:
+        figures[f"openvino-{precision}"] = export_openvino(artifact, precision, 1.0, threads)["mean_average_precision"]
+    return figures
 
 
 class RawTorch:
@@ -286,26 +350,57 @@ def measure_server(url: str, image: bytes, c: int, requests: int) -> tuple[list[
 
 # -- report ----------------------------------------------------------------------------------------
 
-def report(results: list[Result], ours: dict[str, str]) -> bool:
-    """The table, then each autodetect server against the raw runtime of its letterbox and the naive server."""
+@dataclass
+class Targets:
+    raw: str  # the raw mode of the same runtime, letterbox and batch
+    onnx_fp32: str | None  # OpenVINO servers: the raw ONNX Runtime fp32 mode of the same letterbox and batch
+
+
+def report(results: list[Result], ours: dict[str, Targets], paths: dict[str, str], accuracy: dict[str, float]) -> bool:
+    """The table (with the trained model's mAP through each mode's path), then each autodetect server against
+    its raw runtime, raw ONNX Runtime fp32 (OpenVINO servers) and the naive server."""
     width = max(len(r.mode) for r in results) + 2
-    print(f"\n{'mode':<{width}}{'conc':>5}{'img/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"\n{'mode':<{width}}{'conc':>5}{'img/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'mAP':>8}  (mAP: the trained model, same path)")
     for r in results:
-        print(f"{r.mode:<{width}}{r.concurrency:>5}{r.throughput:>9.2f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}")
+        figure = accuracy.get(paths.get(r.mode, ""))
+        shown = f"{figure:8.4f}" if figure is not None else f"{'-':>8}"
+        print(f"{r.mode:<{width}}{r.concurrency:>5}{r.throughput:>9.2f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{shown}")
     by = {(r.mode, r.concurrency): r for r in results}
     ok = True
-    for mode, raw_mode in ours.items():
-        print(f"\ntargets for {mode}, against {raw_mode} and the naive server of this run:")
+    for mode, targets in ours.items():
+        print(f"\ntargets for {mode}, against {targets.raw}, {targets.onnx_fp32 or 'no other raw runtime'} and "
+              "the naive server of this run:")
         for c in LEVELS:
-            result, raw, naive = by[mode, c], by[raw_mode, c], by[NAIVE, c]
-            for name, value, target in ((f"c={c:<2} throughput / raw onnx", result.throughput / raw.throughput, 0.9),
-                                        (f"c={c:<2} throughput / naive", result.throughput / naive.throughput, 1.5)):
+            checks = [(f"c={c:<2} throughput / {targets.raw}", by[mode, c].throughput / by[targets.raw, c].throughput, 0.9)]
+            if targets.onnx_fp32:
+                checks.append((f"c={c:<2} throughput / {targets.onnx_fp32}",
+                               by[mode, c].throughput / by[targets.onnx_fp32, c].throughput, 2.0))
+            checks.append((f"c={c:<2} throughput / naive", by[mode, c].throughput / by[NAIVE, c].throughput, 1.5))
+            for name, value, target in checks:
                 ok &= value >= target
-                print(f"  {name:<32}{value:6.2f}x  (target >= {target}x)  {'ok' if value >= target else 'MISSED'}")
-        ratio = by[mode, 1].p50_ms / by[raw_mode, 1].p50_ms
+                print(f"  {name:<56}{value:6.2f}x  (target >= {target}x)  {'ok' if value >= target else 'MISSED'}")
+        ratio = by[mode, 1].p50_ms / by[targets.raw, 1].p50_ms
         ok &= ratio <= 1.15
-        print(f"  {'c=1  p50 / raw onnx p50':<32}{ratio:6.2f}x  (target <= 1.15x)  {'ok' if ratio <= 1.15 else 'MISSED'}")
+        print(f"  {'c=1  p50 / ' + targets.raw + ' p50':<56}{ratio:6.2f}x  (target <= 1.15x)  "
+              f"{'ok' if ratio <= 1.15 else 'MISSED'}")
     return ok
+
+
+def server_specs(text: str) -> list[tuple[str, str, int]]:
+    """RUNTIME:LETTERBOX:MAX_BATCH_SIZE,... (auto: ONNX Runtime rect and square, and OpenVINO rect at each
+    precision faster than fp32 that this CPU runs natively)."""
+    if text == "auto":
+        from autodetect.serving.openvino_runtime import cpu_capabilities, supported_precisions
+
+        text = ",".join(["onnx:rect:0", "onnx:square:0"] + [f"openvino-{p}:rect:0" for p in
+                                                           supported_precisions(cpu_capabilities()) if p != "fp32"])
+    specs = []
+    for item in text.split(","):
+        runtime, letterbox, batch = item.split(":")
+        if runtime != "onnx" and runtime.removeprefix("openvino-") not in ("fp32", "bf16", "int8"):
+            raise SystemExit(f"--servers: {runtime!r} is not onnx or openvino-fp32|bf16|int8")
+        specs.append((runtime, letterbox, int(batch)))
+    return specs
 
 
 def main() -> int:
@@ -313,8 +408,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; every mode is measured once a round, interleaved")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads of every runtime (0: the CPUs available)")
-    parser.add_argument("--servers", default="rect:0,square:0",
-                        help="autodetect servers to run, LETTERBOX:MAX_BATCH_SIZE,... (0: the server's default)")
+    parser.add_argument("--servers", default="auto",
+                        help="autodetect servers to run, RUNTIME:LETTERBOX:MAX_BATCH_SIZE,... with RUNTIME onnx or "
+                             "openvino-fp32|bf16|int8 (batch 0: the server's default)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--naive-server", type=Path, help=argparse.SUPPRESS)  # internal: run the naive server
     parser.add_argument("--naive-onnx", action="store_true", help=argparse.SUPPRESS)
@@ -332,15 +428,28 @@ def main() -> int:
         return 0
 
     import onnxruntime
+    import openvino
     import torch
 
-    configs = [(letterbox, int(batch)) for letterbox, batch in (item.split(":") for item in args.servers.split(","))]
+    from autodetect.data.synth import synthesize
+    from autodetect.serving.openvino_runtime import cpu_capabilities
+
+    specs = server_specs(args.servers)
+    precisions = sorted({runtime.removeprefix("openvino-") for runtime, _, _ in specs if runtime != "onnx"})
     torch.set_num_threads(threads)
     print(f"CPU: {available_cpus()} available (load average {os.getloadavg()[0]:.1f}); {threads} intra-op threads "
-          f"for every runtime; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+          f"for every runtime; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino "
+          f"{openvino.__version__} (CPU capabilities: {', '.join(sorted(cpu_capabilities()))})")
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         root = Path(tmp)
+        print("training the accuracy model (YOLO at 64 px on synthetic shapes, 60 epochs)...", flush=True)
+        accuracy = trained_accuracy(root / "accuracy", precisions, threads)
+        print("its mean_average_precision on its 32 validation images: "
+              + ", ".join(f"{path} {figure:.4f}" for path, figure in accuracy.items()), flush=True)
         artifact, image = build_artifact(root), test_image(root)
+        calibration = synthesize(root / "calibration", classes=3, images=16, size=(640, 480), seed=5, image_format="jpg")
+        artifacts = {"onnx": artifact} | {f"openvino-{p}": openvino_artifact(artifact, p, calibration, threads)
+                                          for p in precisions}
         print(f"yolov8n at {SIZE}, one {len(image) // 1024} KB 640x480 JPEG a request; {args.rounds} rounds of "
               f"{args.requests} requests a level", flush=True)
         naive_port = free_port()
@@ -354,25 +463,33 @@ def main() -> int:
 
         for name, url in ((NAIVE, naive_url), (NAIVE_ONNX, naive_onnx_url)):
             print(f"{name}: {httpx.get(url + '/readyz').json()['threads']} intra-op threads")
-        ours: dict[str, str] = {}  # mode -> its raw mode
+        ours: dict[str, Targets] = {}
         urls: dict[str, str] = {}
-        raws: dict[str, tuple[str, int]] = {}  # raw mode -> (letterbox, batch)
-        for letterbox, batch in configs:
+        raws: dict[str, tuple[str, str, int]] = {}  # raw mode -> (runtime, letterbox, batch)
+        paths = {NAIVE: "torch", RAW_TORCH: "torch", NAIVE_ONNX: "onnx"}  # mode -> the accuracy figure of its path
+        for runtime, letterbox, batch in specs:
             port = free_port()
-            servers.append(start([sys.executable, "-m", "autodetect.cli", "serve", "--model", str(artifact),
+            servers.append(start([sys.executable, "-m", "autodetect.cli", "serve", "--model", str(artifacts[runtime]),
                                   "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
-                                  "--letterbox", letterbox, "--max-batch-size", str(batch),
-                                  "--max-wait-ms", str(args.max_wait_ms)],
-                                 f"http://127.0.0.1:{port}", root / f"autodetect-{letterbox}-{batch}.log"))
+                                  "--runtime", runtime.split("-")[0], "--letterbox", letterbox,
+                                  "--max-batch-size", str(batch), "--max-wait-ms", str(args.max_wait_ms)],
+                                 f"http://127.0.0.1:{port}", root / f"autodetect-{runtime}-{letterbox}-{batch}.log"))
             resolved = batch or default_batch_size("cpu")
-            mode = f"autodetect ({letterbox}, batch<={resolved})"
-            raw = f"raw onnx ({letterbox}, batch<={resolved})"
-            ours[mode], urls[mode], raws[raw] = raw, f"http://127.0.0.1:{port}", (letterbox, resolved)
+            mode, raw, onnx_raw = (f"{who} ({letterbox}, batch<={resolved})"
+                                   for who in (f"autodetect {runtime}", f"raw {runtime}", "raw onnx"))
+            raws[raw] = (runtime, letterbox, resolved)
+            if runtime != "onnx":
+                raws[onnx_raw] = ("onnx", letterbox, resolved)
+                paths[onnx_raw] = "onnx"
+            ours[mode] = Targets(raw, onnx_raw if runtime != "onnx" else None)
+            urls[mode] = f"http://127.0.0.1:{port}"
+            paths[mode] = paths[raw] = runtime
         try:
-            modes = {raw: (RawOnnx(artifact, image, threads, letterbox, batch).measure, LEVELS)
-                     for raw, (letterbox, batch) in raws.items()}
+            modes = {raw: (RawRuntime(artifacts[runtime], runtime, image, threads, letterbox, batch).measure, LEVELS)
+                     for raw, (runtime, letterbox, batch) in raws.items()}
             raw_torch = RawTorch(artifact, image, threads)
-            print(f"{RAW_TORCH}: {raw_torch.threads} intra-op threads; autodetect servers: --threads {threads}", flush=True)
+            print(f"{RAW_TORCH}: {raw_torch.threads} intra-op threads; autodetect servers and raw runtimes: "
+                  f"--threads {threads}", flush=True)
             modes[RAW_TORCH] = (raw_torch.measure, (1,))
             modes[NAIVE] = (lambda c, n: measure_server(naive_url, image, c, n), LEVELS)
             modes[NAIVE_ONNX] = (lambda c, n: measure_server(naive_onnx_url, image, c, n), LEVELS)
@@ -393,7 +510,7 @@ def main() -> int:
     results = [Result(mode, c, len(lat) / wall, percentile(lat, 50), percentile(lat, 99))
                for (mode, c), (lat, wall) in pooled.items()]
     results.sort(key=lambda r: (list(modes).index(r.mode), r.concurrency))
-    return 0 if report(results, ours) else 1
+    return 0 if report(results, ours, paths, accuracy) else 1
 
 
 if __name__ == "__main__":
