@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as tritongrpc
+import tritonclient.http as tritonhttp
+from tritonclient.utils import InferenceServerException
 
 from autodetect.serving.app import create_app
 from detections import assert_same_detections
 from test_serving import FLOOR, KEY, LOW, artifact, config, dataset, images, score, serving  # noqa: F401 (fixtures)
-
-import tritonclient.grpc as tritongrpc  # noqa: E402
-import tritonclient.http as tritonhttp  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
@@ -108,7 +107,6 @@ def test_the_grpc_messages_are_kserves_on_the_wire():
         theirs = service_pb2.DESCRIPTOR.pool.FindMessageTypeByName(f"inference.{path}")
         ours = shape(message.DESCRIPTOR)
         assert ours == {name: field for name, field in shape(theirs).items() if name in ours}, path
-
 
 
 def test_kserve_sdk_rest_binary_and_grpc(url, grpc_port, images, tmp_path):  # noqa: F811
