@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tritongrpc
@@ -17,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from autodetect.serving.app import create_app
 from detections import assert_same_detections
-from test_serving import FLOOR, KEY, LOW, artifact, config, dataset, images, score, serving  # noqa: F401 (fixtures)
+from test_serving import FLOOR, KEY, LOW, artifact, config, dataset, images, metric, score, serving  # noqa: F401 (fixtures)
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
@@ -90,6 +91,13 @@ def test_tritonclient_grpc(url, grpc_port, images):  # noqa: F811
         client.infer("shapes", [broken], headers=grpc_auth)
     assert bad.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert client.is_server_live()  # and it keeps serving
+
+    text = httpx.get(f"{url}/metrics").text  # counted beside the HTTP requests, in flight while scoring
+    infer = dict(route="/inference.GRPCInferenceService/ModelInfer", method="GRPC")
+    assert metric(text, "autodetect_requests_total", **infer, status="OK") >= 1
+    assert metric(text, "autodetect_requests_total", **infer, status="UNAUTHENTICATED") == 2
+    assert metric(text, "autodetect_requests_total", **infer, status="INVALID_ARGUMENT") == 1
+    assert metric(text, "autodetect_requests_in_flight") == 0
 
 
 def test_the_grpc_messages_are_kserves_on_the_wire():

@@ -92,7 +92,7 @@ def create_app(config: ServerConfig, model: LoadedModel | None = None) -> FastAP
         if config.grpc_port:
             from autodetect.serving.grpc_server import start_grpc  # grpc loads only where it is asked for
 
-            grpc_server = await start_grpc(config, plane)
+            grpc_server = await start_grpc(config, plane, metrics)
         yield
         if grpc_server is not None:  # readiness already reads false there too: the plane is draining
             await grpc_server.stop(config.graceful_timeout_s)

@@ -13,17 +13,19 @@ thresholds, as on HTTP."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from autodetect import __version__
-from autodetect.errors import AutodetectError, ImageError
+from autodetect.errors import AutodetectError
 from autodetect.serving.auth import check_bearer
 from autodetect.serving.config import ServerConfig
 from autodetect.serving.dataplane import DataPlane
 from autodetect.serving.errors import ServingError
+from autodetect.serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +154,10 @@ def as_infer_response(response: dict) -> Any:
 
 
 class InferenceService:
-    """The servicer: each method turns the typed errors into gRPC status codes, as app.py does into HTTP ones."""
+    """The servicer; `_served` wraps each method in the error mapping and the metrics."""
 
-    def __init__(self, config: ServerConfig, plane: DataPlane):
-        self.config, self.plane = config, plane
+    def __init__(self, config: ServerConfig, plane: DataPlane, metrics: Metrics):
+        self.config, self.plane, self.metrics = config, plane, metrics
 
     async def server_live(self, request: Any, context: Any) -> Any:
         return M["ServerLiveResponse"](live=self.plane.live)
@@ -197,36 +199,50 @@ class InferenceService:
                    "ModelMetadata": (self.model_metadata, "ModelMetadataRequest", "ModelMetadataResponse"),
                    "ModelInfer": (self.model_infer, "ModelInferRequest", "ModelInferResponse")}
         return grpc.method_handlers_generic_handler(SERVICE, {
-            name: grpc.unary_unary_rpc_method_handler(_status_codes(method),
+            name: grpc.unary_unary_rpc_method_handler(_served(method, name, self.metrics),
                                                       request_deserializer=M[request].FromString,
                                                       response_serializer=M[response].SerializeToString)
             for name, (method, request, response) in methods.items()})
 
 
-def _status_codes(method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+def _served(method: Callable[[Any, Any], Awaitable[Any]], name: str, metrics: Metrics) -> Callable[[Any, Any], Awaitable[Any]]:
+    """The method with typed errors turned into gRPC status codes, as app.py turns them into HTTP ones, and
+    counted in the HTTP server's metrics (method GRPC, status the code's name; ModelInfer in flight)."""
+    route, scoring = f"/{SERVICE}/{name}", name == "ModelInfer"
+
     async def call(request: Any, context: Any) -> Any:
+        started, code = time.perf_counter(), grpc.StatusCode.OK
+        if scoring:
+            metrics.in_flight.inc()
         try:
             return await method(request, context)
         except ServingError as exc:
-            await context.abort(STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL), str(exc))
-        except (ImageError, AutodetectError) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            code = STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL)
+            await context.abort(code, str(exc))
+        except AutodetectError as exc:  # ImageError included: the input's fault
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            await context.abort(code, str(exc))
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the log says why, the client gets the kind
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            log.exception("internal error in gRPC %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})")
+            code = grpc.StatusCode.INTERNAL
+            log.exception("internal error in gRPC %s", name)
+            await context.abort(code, f"internal error ({type(exc).__name__})")
+        finally:
+            if scoring:
+                metrics.in_flight.dec()
+            metrics.observe_request(route, "GRPC", code.name, time.perf_counter() - started)
     return call
 
 
-async def start_grpc(config: ServerConfig, plane: DataPlane) -> grpc.aio.Server:
+async def start_grpc(config: ServerConfig, plane: DataPlane, metrics: Metrics) -> grpc.aio.Server:
     """A started gRPC server on config.grpc_port, in the running event loop (SO_REUSEPORT lets each worker
     process bind the same port, as uvicorn's share one socket)."""
     limit = config.max_body_bytes
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit),
                                       ("grpc.max_concurrent_streams", config.max_connections)])
-    server.add_generic_rpc_handlers((InferenceService(config, plane).handler(),))
+    server.add_generic_rpc_handlers((InferenceService(config, plane, metrics).handler(),))
     if not server.add_insecure_port(f"{config.host}:{config.grpc_port}"):
         raise AutodetectError(f"grpc_port: cannot listen on {config.host}:{config.grpc_port}")
     await server.start()

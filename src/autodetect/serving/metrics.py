@@ -18,9 +18,10 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("autodetect_requests", "HTTP requests by route, method and status code",
+        self.requests = Counter("autodetect_requests", "Requests by route, method (GRPC for gRPC) and status (the HTTP "
+                                "code, or the gRPC status name)",
                                 ["route", "method", "status"], registry=self.registry)
-        self.latency = Histogram("autodetect_request_duration_seconds", "HTTP request latency",
+        self.latency = Histogram("autodetect_request_duration_seconds", "Request latency (HTTP and gRPC)",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("autodetect_batch_size", "Images per model call (micro-batch size)",
                                     buckets=BATCH_BUCKETS, registry=self.registry)
