@@ -136,6 +136,12 @@ class RawRuntime:
         self.batch = batch
         self.runtime, self.options = served_runtime(artifact, runtime, threads, letterbox)
         self.decoded = load_rgb(image)
+        session = self.runtime.session
+        if hasattr(session, "compiled"):  # OpenVINO: its threads, split into streams that run requests at once
+            self.threads = (f"{session.compiled.get_property('INFERENCE_NUM_THREADS')} threads in "
+                            f"{session.streams} streams")
+        else:
+            self.threads = f"{session.get_session_options().intra_op_num_threads} intra-op threads"
         for c in LEVELS:  # warm-up at each batch size
             self.call(min(c, batch))
 
@@ -156,7 +162,8 @@ class RawRuntime:
 
 
 def openvino_artifact(artifact: Path, precision: str, calibration: Path, threads: int) -> Path:
-    """A copy of the artifact holding only its OpenVINO export at this precision, made by the exporter."""
+    """A copy of the artifact holding only its OpenVINO export at this precision, made by the exporter
+    (calibrated on, and evaluated against, `calibration`; the loss is not refused here, it is measured)."""
     import shutil
 
     from autodetect.serving.openvino_runtime import export_openvino
@@ -164,21 +171,21 @@ def openvino_artifact(artifact: Path, precision: str, calibration: Path, threads
     copy = artifact.with_name(f"{artifact.name}-{precision}")
     shutil.copytree(artifact, copy)
     export_openvino(copy, precision, tolerance=1.0, threads=threads, training=str(calibration),
-                    validation=str(calibration))  # untrained: its mAP is no figure, the trained model's is
+                    validation=str(calibration))
     return copy
 
 
 def trained_accuracy(root: Path, precisions: list[str], threads: int) -> dict[str, float]:
-    """mean_average_precision of a YOLO trained here, on its validation images, through each path."""
+    """mean_average_precision of a YOLO trained here, on its validation images, through each path as it is
+    served (`served_runtime`, rect letterbox, the card's thresholds)."""
     import torch
 
     from autodetect.data.dataset import read_jsonl
+    from autodetect.data.images import load_rgb
     from autodetect.data.synth import synthesize
     from autodetect.evaluation.evaluator import evaluate
     from autodetect.models.hyperparameters import resolve
     from autodetect.models.yolo import YoloDetector
-    from autodetect.data.images import load_rgb
-    from autodetect.serving.openvino_runtime import export_openvino
     from autodetect.trainer.artifact import DatasetInfo, write_artifact
 
     data = synthesize(root / "shapes", classes=2, images=32, size=(160, 120), seed=3)
@@ -190,13 +197,13 @@ def trained_accuracy(root: Path, precisions: list[str], threads: int) -> dict[st
     detector.fit(dataset, dataset, root / "fit", lambda epoch, losses, d: False, resume=False)
     artifact = write_artifact(root / "trained", detector, name="shapes", metrics={}, epoch=60,
                               dataset=DatasetInfo(dataset.fingerprint(), str(data), str(data), len(dataset), len(dataset)))
+    held = {"torch": artifact, "onnx": artifact} | {f"openvino-{p}": openvino_artifact(artifact, p, data, threads)
+                                                    for p in precisions}
     figures = {}
-    for runtime in ("torch", "onnx"):
-        served, options = served_runtime(artifact, runtime, threads, "rect")
+    for runtime, path in held.items():
+        served, options = served_runtime(path, runtime, threads, "rect")
         found = [served.predict([served.prepare(load_rgb(r.path))], options)[0] for r in dataset.records]
         figures[runtime] = evaluate(dataset.records, found, dataset.classes)["mean_average_precision"]
-    for precision in precisions:
-        figures[f"openvino-{precision}"] = export_openvino(artifact, precision, 1.0, threads)["mean_average_precision"]
     return figures
 
 
@@ -398,15 +405,15 @@ def report(results: list[Result], ours: dict[str, Targets], paths: dict[str, str
 def server_specs(text: str) -> list[tuple[str, str, int]]:
     """RUNTIME:LETTERBOX:MAX_BATCH_SIZE,... (auto: ONNX Runtime rect and square, and OpenVINO rect at each
     precision faster than fp32 that this CPU runs natively)."""
-    if text == "auto":
-        from autodetect.serving.openvino_runtime import cpu_capabilities, supported_precisions
+    from autodetect.serving.openvino_runtime import PRECISIONS, cpu_capabilities, supported_precisions
 
+    if text == "auto":
         text = ",".join(["onnx:rect:0", "onnx:square:0"] + [f"openvino-{p}:rect:0" for p in
                                                            supported_precisions(cpu_capabilities()) if p != "fp32"])
     specs = []
     for item in text.split(","):
         runtime, letterbox, batch = item.split(":")
-        if runtime != "onnx" and runtime.removeprefix("openvino-") not in ("fp32", "bf16", "int8"):
+        if runtime != "onnx" and runtime.removeprefix("openvino-") not in PRECISIONS:
             raise SystemExit(f"--servers: {runtime!r} is not onnx or openvino-fp32|bf16|int8")
         specs.append((runtime, letterbox, int(batch)))
     return specs
@@ -494,8 +501,11 @@ def main() -> int:
             urls[mode] = f"http://127.0.0.1:{port}"
             paths[mode] = paths[raw] = runtime
         try:
-            modes = {raw: (RawRuntime(artifacts[runtime], runtime, image, threads, letterbox, batch).measure, LEVELS)
-                     for raw, (runtime, letterbox, batch) in raws.items()}
+            raw_runtimes = {raw: RawRuntime(artifacts[runtime], runtime, image, threads, letterbox, batch)
+                            for raw, (runtime, letterbox, batch) in raws.items()}
+            for raw, runner in raw_runtimes.items():
+                print(f"{raw}: {runner.threads}")
+            modes = {raw: (runner.measure, LEVELS) for raw, runner in raw_runtimes.items()}
             raw_torch = RawTorch(artifact, image, threads)
             print(f"{RAW_TORCH}: {raw_torch.threads} intra-op threads; autodetect servers and raw runtimes: "
                   f"--threads {threads}", flush=True)

@@ -1,7 +1,7 @@
 """The OpenVINO runtime (serving/openvino_runtime.py): exports at fp32 and int8 (bf16 where the CPU has
 it) of a model trained here give the PyTorch model's boxes within a tolerance and keep its mAP within a
-margin, a torchvision Faster R-CNN goes through OpenVINO as well, export records its mAP figures in the card and
-refuses a lossy conversion, `serve --runtime auto` picks the fastest export the CPU runs, over real HTTP."""
+margin, a torchvision Faster R-CNN goes through OpenVINO as well, export records its mAP figures in the card
+and refuses a lossy conversion, `serve --runtime auto` picks the fastest export the CPU runs, over real HTTP."""
 
 from __future__ import annotations
 
@@ -105,9 +105,9 @@ def config(artifact: Path, **overrides) -> ServerConfig:
 PRECISIONS = ["fp32", "int8", pytest.param("bf16", marks=pytest.mark.skipif(
     not HAS_BF16, reason="this CPU has neither AMX nor AVX-512 BF16 (no BF16 in OpenVINO's OPTIMIZATION_CAPABILITIES)"))]
 # Measured on the learned model above on a 2-core EPYC with AVX-512 BF16 (and, with 40 epochs at lr 0.01, on a
-# 2-core Xeon with AMX, alike): fp32 matches within 2e-3; bf16 leaves one box of about 70 unmatched at 0.03/0.02 and none at 0.1/0.05; int8 (at 64 px a box
-# corner moves by pixels) leaves one at 0.2/0.1 and none at 0.2/0.15. Its mAP drops by 0.015-0.021 (int8) and
-# 0.000 (bf16), so the margins below are 1.3 to 3 times what was seen.
+# 2-core Xeon with AMX, alike): fp32 matches within 2e-3; bf16 leaves one box of about 70 unmatched at 0.03/0.02
+# and none at 0.1/0.05; int8 (at 64 px a box corner moves by pixels) leaves one at 0.2/0.1 and none at 0.2/0.15.
+# Its mAP drops by 0.015-0.021 (int8) and 0.000 (bf16), so the margins below are 1.3 to 3 times what was seen.
 TOLERANCES = {"fp32": dict(score_tol=2e-3, box_tol=2e-3), "bf16": dict(score_tol=0.1, box_tol=0.05),
               "int8": dict(score_tol=0.3, box_tol=0.2)}
 MAP_LOSS = {"fp32": 1e-3, "bf16": 0.01, "int8": 0.05}

@@ -141,6 +141,12 @@ def _binary_elements(blob: bytes, where: str) -> list[bytes]:
     return elements
 
 
+def pack_bytes(elements: list[bytes | str]) -> bytes:
+    """BYTES elements packed as the extension (and gRPC's raw contents) lay them out: the inverse of the above."""
+    data = [e.encode() if isinstance(e, str) else e for e in elements]
+    return b"".join(len(d).to_bytes(4, "little") + d for d in data)
+
+
 def _binary_input(inputs: list[dict], tensor: dict, binary: bytes) -> list[bytes] | None:
     """The tensor's elements from the binary part (inputs' binary data follow in their order), or None."""
     offset = 0
@@ -202,8 +208,7 @@ def binary_response(response: dict) -> tuple[bytes, bytes]:
     """(JSON header, tensor bytes) of a response with its BYTES outputs moved into the binary part."""
     blobs = []
     for output in response["outputs"]:
-        data = [s.encode() if isinstance(s, str) else s for s in output.pop("data")]
-        blob = b"".join(len(d).to_bytes(4, "little") + d for d in data)
+        blob = pack_bytes(output.pop("data"))
         output["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(blob)}
         blobs.append(blob)
     return json.dumps(response).encode(), b"".join(blobs)

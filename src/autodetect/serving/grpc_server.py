@@ -23,7 +23,7 @@ from autodetect import __version__
 from autodetect.errors import AutodetectError
 from autodetect.serving.auth import check_bearer
 from autodetect.serving.config import ServerConfig
-from autodetect.serving.dataplane import DataPlane
+from autodetect.serving.dataplane import DataPlane, pack_bytes
 from autodetect.serving.errors import ServingError
 from autodetect.serving.metrics import Metrics
 
@@ -133,7 +133,7 @@ def as_v2_request(request: Any) -> tuple[dict, bytes]:
         if raw:
             blob = raw[i] if i < len(raw) else b""
         else:
-            blob = b"".join(len(item).to_bytes(4, "little") + item for item in tensor.contents.bytes_contents)
+            blob = pack_bytes(list(tensor.contents.bytes_contents))
         inputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
                        "parameters": {**parameter_values(tensor.parameters), "binary_data_size": len(blob)}})
         blobs.append(blob)
@@ -148,8 +148,7 @@ def as_infer_response(response: dict) -> Any:
                                       id=response.get("id", ""))
     for output in response["outputs"]:
         message.outputs.add(name=output["name"], datatype=output["datatype"], shape=output["shape"])
-        data = [item.encode() if isinstance(item, str) else item for item in output["data"]]
-        message.raw_output_contents.append(b"".join(len(d).to_bytes(4, "little") + d for d in data))
+        message.raw_output_contents.append(pack_bytes(output["data"]))
     return message
 
 
