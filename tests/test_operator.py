@@ -38,6 +38,18 @@ def operator_errors(emulator) -> list:
             and r.status not in (404, 409)]
 
 
+def quiet(emulator, seconds: float = 2.0, timeout: float = 30) -> None:
+    """Wait until the operator has made no request for `seconds`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        made = len(emulator.requests("operator"))
+        try:
+            emulator.wait_for(lambda: len(emulator.requests("operator")) != made, seconds)
+        except TimeoutError:
+            return
+    raise AssertionError(f"the operator did not go quiet within {timeout} s")
+
+
 def stop_requested(cluster: Cluster, trial: str) -> bool:
     return bool((cluster.get("detectiontrials", trial) or {}).get("spec", {}).get("stop"))
 
@@ -134,6 +146,27 @@ def test_a_pod_that_cannot_start_shows_then_fails_the_experiment_and_stops_the_r
         assert not cluster.get("jobs", "fridge-000-1")  # not retried
         cluster.wait(lambda: stop_requested(cluster, "fridge-001"), what="the running trial to be stopped")
         assert "TrialCannotStart" in [e for e, _ in cluster.events()]
+
+
+def test_changes_wake_the_experiment_with_no_timer_pass_in_sight(cluster, emulator, kubeconfig):
+    """The timer is an hour away: a trial's end starts the next Job, an evaluation gets its trial pruned, and a
+    pod that cannot start shows on its trial, each woken by the change itself."""
+    with running_operator(kubeconfig, timer_s=3600):
+        emulator.create(experiment(limits={"maxTrials": 3, "maxConcurrentTrials": 2}, earlyTermination=BANDIT))
+        for job in ("fridge-000-0", "fridge-001-0"):
+            cluster.start(job)
+        cluster.report("fridge-000", 0.9)
+        cluster.report("fridge-001", 0.1)
+        cluster.wait(lambda: stop_requested(cluster, "fridge-001"), what="the bandit to stop fridge-001")
+        cluster.finish("fridge-001", "fridge-001-0", phase="Pruned")
+        pod = controllers.job_pod(emulator, cluster.wait_job("fridge-002-0"))
+        quiet(emulator)  # the passes the pod's making woke are done: only the pod's next change can wake one
+        controllers.pod_pending(emulator, pod, "ImagePullBackOff")
+        cluster.wait(lambda: any(c["type"] == "Started" and c["reason"] == "ImagePullBackOff" for c in
+                                 (cluster.get("detectiontrials", "fridge-002").get("status") or {}).get("conditions",
+                                                                                                         [])),
+                     what="the pod's reason on its trial")
+    assert operator_errors(emulator) == []
 
 
 def test_bad_input_fails_the_experiment_at_once_with_the_trainers_message(cluster, emulator, kubeconfig):

@@ -127,3 +127,15 @@ def test_a_deployment_asking_for_a_gpu_gets_the_gpu_serving_image(resources, ima
     assert builders.serving_image(ddep, "0.1.0") == image
     pinned = ddep.model_copy(update={"spec": ddep.spec.model_copy(update={"image": "mine:1"})})
     assert builders.serving_image(pinned, "0.1.0") == "mine:1"  # an image the user names wins
+
+
+def test_a_merge_patch_changes_only_what_differs_from_what_the_api_server_kept():
+    live = {"metadata": {"name": "x", "labels": {"a": "1"}, "uid": "u"},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "containers": [{"name": "c", "image": "i",
+                                                                                 "terminationMessagePath": "/dev/t"}]}}
+    assert not builders.changes(live, {"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [{"name": "c"}]}})
+    assert builders.changes(live, {"metadata": {"labels": {"a": "2"}}})
+    assert builders.changes(live, {"metadata": {"labels": {"a": None}}})  # a removal
+    assert not builders.changes(live, {"metadata": {"labels": {"b": None}}})
+    assert builders.changes(live, {"spec": {"ports": [{"port": 81}]}})
+    assert builders.changes(live, {"spec": {"ports": [{"port": 80}, {"port": 81}]}})  # another item

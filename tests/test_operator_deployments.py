@@ -197,3 +197,33 @@ def test_a_model_it_cannot_mount_and_deleting_it_removes_what_it_owns(cluster, e
         cluster.wait(lambda: not any(cluster.get(p, n) for p, n in (
             ("deployments", "fridge"), ("services", "fridge"), ("horizontalpodautoscalers", "fridge"),
             ("poddisruptionbudgets", "fridge"), ("secrets", "fridge-key"))), what="everything it owns to go")
+
+
+def test_spec_changes_and_hand_edits_are_carried_to_the_owned_objects_and_nothing_else_is_written(
+        cluster, emulator, kubeconfig):
+    def patches(plural: str) -> int:
+        return sum(r.method == "PATCH" and r.resource == plural for r in emulator.requests("operator"))
+
+    def passes() -> int:
+        return sum(r.method == "GET" and r.resource == "detectiondeployments" for r in emulator.requests("operator"))
+
+    owned = ("deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets")
+    with running_operator(kubeconfig, timer_s=0.2):
+        emulator.create(model("served"))
+        emulator.create(detection_deployment(model={"modelRef": "served"}))
+        for plural in owned:
+            cluster.wait(lambda p=plural: cluster.get(p, "fridge"), what=plural)
+        settled = passes()
+        cluster.wait(lambda: passes() > settled + 5, what="more passes")
+        assert {plural: patches(plural) for plural in owned} == dict.fromkeys(owned, 0)  # nothing to change
+
+        emulator.patch("detectiondeployments", NAMESPACE, "fridge", {"spec": {"replicas": {"min": 2, "max": 6}}})
+        cluster.wait(lambda: cluster.get("horizontalpodautoscalers", "fridge")["spec"]["maxReplicas"] == 6,
+                     what="the new maximum")
+        emulator.patch("services", NAMESPACE, "fridge", {"spec": {"ports": [{"name": "http", "port": 8000,
+                                                                              "targetPort": "http"}]}})
+        emulator.patch("poddisruptionbudgets", NAMESPACE, "fridge", {"spec": {"maxUnavailable": 2}})
+        cluster.wait(lambda: cluster.get("services", "fridge")["spec"]["ports"][0]["port"] == 80 and
+                     cluster.get("poddisruptionbudgets", "fridge")["spec"]["maxUnavailable"] == 1,
+                     what="the hand edits undone")
+        assert patches("deployments") == 0  # the pod template did not change: no write, no rollout

@@ -1,7 +1,7 @@
 """How a trial's Job and Pod read in the engine's terms (operator.observe.run_of), on objects shaped as the Job
 controller and the kubelet write them."""
 
-from autodetect.operator.observe import run_of
+from autodetect.operator.observe import run_of, wants_a_pass_at_once
 from autodetect.tuning.trials import MISSING
 
 CREATED = "2026-01-01T00:00:00Z"
@@ -72,3 +72,16 @@ def test_a_disrupted_pod_is_replaced_by_the_job_so_the_run_waits_on_the_newest()
     assert run_of(job(active=1), [evicted]).state == "waiting"
     replacement = pod("Running", name="p2", created="2026-01-01T00:05:00Z")
     assert run_of(job(active=1), [evicted, replacement]).state == "running"
+
+
+def test_what_may_end_a_trial_or_keep_it_from_starting_wants_a_pass_at_once():
+    trial = {"status": {"phase": "Running", "epochs": [{"epoch": 1, "metrics": {"mean_average_precision": 0.5}}]}}
+    assert not wants_a_pass_at_once("detectiontrials", trial)  # an evaluation: coalesced
+    assert wants_a_pass_at_once("detectiontrials", {"status": {"phase": "Succeeded"}})
+    assert not wants_a_pass_at_once("jobs", job(active=1))
+    assert wants_a_pass_at_once("jobs", job(conditions=[condition("Failed", "BackoffLimitExceeded")]))
+    assert wants_a_pass_at_once("jobs", job(conditions=[condition("Complete")]))
+    assert not wants_a_pass_at_once("pods", pod("Running"))
+    assert not wants_a_pass_at_once("pods", pod("Pending", waiting={"reason": "ContainerCreating"}))
+    assert wants_a_pass_at_once("pods", pod("Pending", waiting={"reason": "ImagePullBackOff"}))
+    assert wants_a_pass_at_once("pods", pod("Failed", terminated={"exitCode": 137, "reason": "OOMKilled"}))

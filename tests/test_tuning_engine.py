@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 from autodetect.api.v1alpha1 import DetectionExperiment, DetectionTrial, EpochMetrics
 from autodetect.tuning import conditions as cond
-from autodetect.tuning.engine import Fail, Finish, RetryTrial, StartTrial, StopTrial, reconcile
+from autodetect.tuning.engine import Fail, Finish, RetryTrial, StartTrial, StopTrial, at_rest, reconcile
 from autodetect.tuning.trials import new_trial, retried, stopped
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -76,6 +76,7 @@ def test_scripted_run_to_max_trials():
     sim.report("exp-001", 0.4)
     d = sim.step()
     assert kinds(d) == ["StartTrial"] and d.actions[0].name == "exp-002"
+    assert not at_rest(d.status, runs_alive=False)  # running: its time limits need the clock
     assert d.status.trials.model_dump() == {"total": 2, "running": 1, "succeeded": 1, "pruned": 0, "failed": 0}
     assert d.status.bestTrial.name == "exp-000" and d.status.bestTrial.metric == 0.5
     sim.report("exp-001", 0.7, phase="Succeeded")
@@ -96,6 +97,8 @@ def test_scripted_run_to_max_trials():
     sim.tick(1)
     again = sim.step()
     assert again.actions == (Finish("exp-001", 0.7),) and again.status.conditions == d.status.conditions
+    assert at_rest(again.status, runs_alive=False)  # no clock can change it: no timer pass is needed
+    assert not at_rest(again.status, runs_alive=True)  # a lingering pod is killed after its grace
 
 
 def test_sampled_parameters_depend_on_the_seed_and_history_only():

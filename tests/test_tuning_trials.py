@@ -12,7 +12,7 @@ from autodetect.tuning import conditions as cond
 from autodetect.tuning import events as ev
 from autodetect.tuning.engine import Fail, RetryTrial, StartTrial, StopTrial, reconcile, spec_changes
 from autodetect.tuning.trials import (
-    MISSING, Kill, Launch, Run, Settle, new_trial, registered_model, retried, step, stopped,
+    MISSING, Kill, Launch, Run, Settle, new_trial, rebuilt, registered_model, retried, step, stopped,
 )
 from autodetect.vocabulary import EXPERIMENT_LABEL, INTERRUPTED, INVALID_INPUT, TRIAL_LABEL
 
@@ -208,3 +208,11 @@ def test_only_the_limits_and_the_trial_template_may_change_while_it_runs():
     refused = reconcile(running.model_copy(update={"spec": changed.spec}), [], later(1))
     assert refused.status.phase == "Failed" and "spec.primaryMetric, spec.searchSpace changed" in refused.status.message
     assert cond.get_condition(refused.status.conditions, cond.FAILED).reason == cond.INVALID_SPEC
+
+
+def test_a_lost_status_rebuilt_ends_pruned_if_the_trial_was_asked_to_stop():
+    found = trial(phase="Pending", finalMetric=0.4).status
+    assert rebuilt(found, asked_to_stop=False, now=T0, source="metrics.jsonl").phase == "Succeeded"
+    pruned = rebuilt(found, asked_to_stop=True, now=T0, source="metrics.jsonl")
+    assert (pruned.phase, pruned.reason, pruned.completionTime, pruned.finalMetric) == ("Pruned", "Rebuilt", T0, 0.4)
+    assert pruned.message == "its status was missing: rebuilt from metrics.jsonl"

@@ -33,7 +33,6 @@ from autodetect.api import DetectionExperiment, DetectionModel, DetectionTrial, 
 from autodetect.api.v1alpha1 import ExperimentStatus, TrialStatus
 from autodetect.errors import AutodetectError, SpecError
 from autodetect.storage import resolve_uri, write_atomic
-from autodetect.tuning.conditions import mark_trial
 from autodetect.tuning.engine import spec_changes
 from autodetect.tuning.trials import registered_model
 
@@ -211,7 +210,7 @@ def rebuilt_status(trial: DetectionTrial, folder: Path) -> TrialStatus | None:
     from autodetect.api.v1alpha1 import EpochMetrics, TrialModel
     from autodetect.models.registry import MODEL_CARD
     from autodetect.trainer.trainer import read_history
-    from autodetect.vocabulary import PRUNED, REBUILT, SUCCEEDED
+    from autodetect.tuning.trials import rebuilt
 
     artifact_uri = f"{trial.spec.artifacts.uri.rstrip('/')}/{trial.metadata.name}/"
     try:
@@ -229,6 +228,5 @@ def rebuilt_status(trial: DetectionTrial, folder: Path) -> TrialStatus | None:
         epochs=[EpochMetrics(epoch=e, metrics=m) for e, m in sorted(history.items())],
         model=TrialModel(format=card["format"], classes=card["classes"], inputSize=card.get("input_size") or {},
                          epoch=card.get("epoch"), metrics=card.get("metrics", {})))
-    return mark_trial(status, PRUNED if (folder / "STOP").exists() else SUCCEEDED, datetime.now(timezone.utc),
-                      reason=REBUILT, message=f"status.json was missing: rebuilt from {metrics_file.name} and "
-                                                f"the artifact {artifact_uri}")
+    return rebuilt(status, asked_to_stop=(folder / "STOP").exists(), now=datetime.now(timezone.utc),
+                   source=f"{metrics_file.name} and the artifact {artifact_uri}")

@@ -133,12 +133,15 @@ class DeploymentPass:
         """Create desired (with the initial spec fields), or bring the existing object to it (a merge patch)."""
         resource = {"Deployment": DEPLOYMENTS, "Service": SERVICES, "HorizontalPodAutoscaler": HPAS,
                     "PodDisruptionBudget": PDBS}[desired["kind"]]
-        if self.api.get(resource, self.namespace, desired["metadata"]["name"]) is None:
+        existing = self.api.get(resource, self.namespace, desired["metadata"]["name"])
+        if existing is None:
             created = self.api.create({**desired, "spec": {**desired["spec"], **(initial or {})}})
             if created is not None:
                 return created
-        return self.api.patch(resource, self.namespace, desired["metadata"]["name"],
-                              {"metadata": desired["metadata"], "spec": desired["spec"]})
+        patch = {"metadata": desired["metadata"], "spec": desired["spec"]}
+        if existing is not None and not builders.changes(existing, patch):
+            return existing
+        return self.api.patch(resource, self.namespace, desired["metadata"]["name"], patch)
 
     def _write(self, obj: dict, stored: DeploymentStatus, status: DeploymentStatus, events: list[Event]) -> Outcome:
         if status != stored:

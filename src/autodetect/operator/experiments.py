@@ -1,5 +1,5 @@
-"""One reconcile pass of one DetectionExperiment on the cluster, level-triggered: read the experiment, its
-trials, their Jobs and Pods; carry out each trial's step and the engine's Decision; post the Events; write the
+"""One reconcile pass of one DetectionExperiment on the cluster, level-triggered: read the experiment and its
+trials, and their Jobs and Pods as the watches last delivered them (operator.watched); carry out each trial's step and the engine's Decision; post the Events; write the
 experiment's status once. It keeps nothing between passes: a restarted or a second operator sees the same truth."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from autodetect.operator import builders
 from autodetect.operator.admission import check_experiment
 from autodetect.operator.kube import EXPERIMENTS, JOBS, MODELS, PODS, TRIALS, Api
 from autodetect.operator.observe import run_of
-from autodetect.tuning.engine import Decision, Finish, RetryTrial, StartTrial, StopTrial, reconcile, rejected
+from autodetect.operator.watched import WatchedRuns
+from autodetect.tuning.engine import Decision, Finish, RetryTrial, StartTrial, StopTrial, at_rest, reconcile, rejected
 from autodetect.tuning.events import Event
 from autodetect.tuning.trials import START_GRACE_S, Kill, Launch, Settle, new_trial, registered_model, retried, step
 from autodetect.tuning.trials import stopped
@@ -34,8 +35,9 @@ class Settings:
 
 @dataclass
 class Outcome:
-    phase: str | None  # None: the experiment is gone
+    phase: str | None  # None: the object is gone
     events: list[Event]
+    at_rest: bool = False  # only a change can change the next pass: no timer needed
 
 
 def now() -> datetime:
@@ -43,11 +45,13 @@ def now() -> datetime:
 
 
 class ExperimentPass:
-    def __init__(self, api: Api, namespace: str, name: str, settings: Settings, post: Callable[[Event, dict], None],
-                 clock=now):
-        self.api, self.namespace, self.name, self.settings, self.clock = api, namespace, name, settings, clock
+    def __init__(self, api: Api, runs: WatchedRuns, namespace: str, name: str, settings: Settings,
+                 post: Callable[[Event, dict], None], clock=now):
+        self.api, self.runs, self.namespace, self.name, self.settings = api, runs, namespace, name, settings
+        self.clock = clock
         self.post = post  # an Event about an object, to be posted (runtime.EventPoster: the pass does not wait)
         self.events: list[Event] = []
+        self.runs_alive = False  # whether a trial's Job still runs a pod (or may start one)
 
     def run(self) -> Outcome:
         obj = self.api.get(EXPERIMENTS, self.namespace, self.name)
@@ -61,8 +65,8 @@ class ExperimentPass:
                                                      obj["metadata"].get("generation")))
         selector = {EXPERIMENT_LABEL: self.name}
         trial_objects = {t["metadata"]["name"]: t for t in self.api.list(TRIALS, self.namespace, selector)}
-        jobs = {j["metadata"]["name"]: j for j in self.api.list(JOBS, self.namespace, selector)}
-        pods = self.api.list(PODS, self.namespace, selector)
+        jobs = {j["metadata"]["name"]: j for j in self.runs.of(JOBS.plural, self.namespace, self.name)}
+        pods = self.runs.of(PODS.plural, self.namespace, self.name)
         trials = [self._step(experiment, parse_resource(t, DetectionTrial), t, jobs, pods)
                   for t in trial_objects.values()]
         decision = reconcile(experiment, trials, self.clock())
@@ -77,16 +81,18 @@ class ExperimentPass:
             self.post(event, obj)
         if decision.status != stored:
             self.api.replace_status(builders.with_status(obj, decision.status))
-        return Outcome(decision.status.phase, self.events)
+        return Outcome(decision.status.phase, self.events, at_rest(decision.status, self.runs_alive))
 
     # --- each trial's step ----------------------------------------------------------------------------
 
     def _step(self, experiment: DetectionExperiment, trial: DetectionTrial, obj: dict, jobs: dict,
               pods: list[dict]) -> DetectionTrial:
         job = jobs.get(builders.job_name(trial.metadata.name, trial.spec.attempt))
-        outcome = step(trial, run_of(job, pods), self.clock(), start_grace_s=self.settings.start_grace_s)
+        run = run_of(job, pods)
+        self.runs_alive |= run.alive
+        outcome = step(trial, run, self.clock(), start_grace_s=self.settings.start_grace_s)
         if isinstance(outcome, Launch):
-            self.api.create(builders.trial_job(obj, experiment, self.settings.pods))
+            self._launch(obj, experiment)
         elif isinstance(outcome, Kill):
             self.events.append(outcome.event)
             self.api.delete(JOBS, self.namespace, job["metadata"]["name"])
@@ -107,7 +113,7 @@ class ExperimentPass:
                 created = self.api.create(builders.trial_object(new_trial(experiment, action.name, action.parameters),
                                                                 obj))
                 if created is not None:  # its Job at once, not on the next pass
-                    self.api.create(builders.trial_job(created, experiment, self.settings.pods))
+                    self._launch(created, experiment)
             elif isinstance(action, StopTrial):
                 asked = stopped(trials[action.name], action.reason, now).spec
                 self.api.patch(TRIALS, self.namespace, action.name, {"spec": {
@@ -116,12 +122,22 @@ class ExperimentPass:
                 again = retried(trials[action.name], action.attempt, now)
                 patched = self.api.patch(TRIALS, self.namespace, action.name, {"spec": {"attempt": action.attempt}})
                 written = self.api.replace_status(builders.with_status(patched, again.status))
-                self.api.create(builders.trial_job(written, experiment, self.settings.pods))
+                self._launch(written, experiment)
             elif isinstance(action, Finish):
                 self._register(experiment, trials[action.trial])
 
+    def _launch(self, trial: dict, experiment: DetectionExperiment) -> None:
+        """The Job of the trial's current attempt; the next pass sees it even before its watch event comes."""
+        if (job := self.api.create(builders.trial_job(trial, experiment, self.settings.pods))) is not None:
+            self.runs.seen(JOBS.plural, None, job)
+
     def _register(self, experiment: DetectionExperiment, best: DetectionTrial) -> None:
+        """Idempotent (an ended experiment's every pass repeats it): a read when the model is registered already."""
         model = builders.model_object(registered_model(experiment, best))
-        if self.api.create(model) is None:  # registered already: the same name follows the best trial
-            self.api.patch(MODELS, self.namespace, model["metadata"]["name"],
-                           {"metadata": {"labels": model["metadata"]["labels"]}, "spec": model["spec"]})
+        name = model["metadata"]["name"]
+        existing = self.api.get(MODELS, self.namespace, name)
+        if existing is None and self.api.create(model) is not None:
+            return
+        patch = {"metadata": {"labels": model["metadata"]["labels"]}, "spec": model["spec"]}
+        if existing is None or builders.changes(existing, patch):  # the same name follows the best trial
+            self.api.patch(MODELS, self.namespace, name, patch)

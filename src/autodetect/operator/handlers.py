@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import kopf
 
+from autodetect.operator.observe import wants_a_pass_at_once
 from autodetect.operator.runtime import DEPLOYMENT, EXPERIMENT
 from autodetect.vocabulary import DEPLOYMENT_LABEL, EXPERIMENT_LABEL, GROUP, VERSION
 
@@ -35,12 +36,20 @@ async def experiment_changed(namespace: str, name: str, meta: kopf.Meta, memo: k
     memo.operator.wake(DEPLOYMENT, namespace)  # its registered model may have changed
 
 
-# Pods are not watched (a cluster has many): a failed pod fails its Job within a second, which is watched, and a
-# pod that cannot start is seen by the timer's pass.
 @kopf.on.event(GROUP, VERSION, "detectiontrials", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
+async def trial_changed(namespace: str, labels: kopf.Labels, body: kopf.Body, resource: kopf.Resource,
+                        memo: kopf.Memo, **_) -> None:
+    memo.operator.wake(EXPERIMENT, namespace, labels.get(EXPERIMENT_LABEL),
+                       at_once=wants_a_pass_at_once(resource.plural, body))
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
-async def trial_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_) -> None:
-    memo.operator.wake(EXPERIMENT, namespace, labels.get(EXPERIMENT_LABEL))
+@kopf.on.event("v1", "pods", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)
+async def run_changed(type: str | None, namespace: str, labels: kopf.Labels, body: kopf.Body,
+                      resource: kopf.Resource, memo: kopf.Memo, **_) -> None:
+    memo.operator.runs.seen(resource.plural, type, dict(body))
+    memo.operator.wake(EXPERIMENT, namespace, labels.get(EXPERIMENT_LABEL),
+                       at_once=wants_a_pass_at_once(resource.plural, body))
 
 
 @kopf.daemon(GROUP, VERSION, "detectiondeployments", registry=registry, cancellation_timeout=30)

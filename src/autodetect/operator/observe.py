@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from autodetect.tuning.trials import MISSING, Run
-from autodetect.vocabulary import CANNOT_START, DEADLINE_EXCEEDED
+from autodetect.vocabulary import CANNOT_START, DEADLINE_EXCEEDED, TERMINAL_PHASES
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
@@ -80,3 +80,16 @@ def run_of(job: dict[str, Any] | None, pods: Iterable[dict[str, Any]]) -> Run:
     if phase == "Running":
         return Run("running")
     return _waiting(newest, job)
+
+
+def wants_a_pass_at_once(plural: str, obj: dict[str, Any]) -> bool:
+    """Whether this state of a trial, its Job or its pod may end the trial or keep it from starting, so that the
+    experiment's next pass must come at once (the next trial's Job is due within a second). Any other change, such
+    as a running trial's evaluation, can wait for a coalesced pass."""
+    if plural == "detectiontrials":
+        return (obj.get("status") or {}).get("phase") in TERMINAL_PHASES
+    if plural == "jobs":
+        return run_of(obj, ()).state == "exited"
+    if plural == "pods":
+        return _terminated(obj) is not None or _waiting(obj, job=obj).reason in CANNOT_START
+    return True

@@ -165,6 +165,12 @@ def reconcile(experiment: DetectionExperiment, trials: Sequence[DetectionTrial],
     return _Reconcile(experiment, trials, now).decide()
 
 
+def at_rest(status: ExperimentStatus, runs_alive: bool) -> bool:
+    """Whether only a change, not the clock, can change the experiment's next Decision: it has ended, no trial is
+    active, and no trial's process or pod still runs (one that lingers is killed after a grace: a clock)."""
+    return status.phase in ENDED_PHASES and status.trials.running == 0 and not runs_alive
+
+
 def rejected(name: str, status: ExperimentStatus, message: str, now: datetime,
              generation: int | None = None) -> Decision:
     """An experiment whose spec is invalid (it got in without the admission webhook): Failed with reason

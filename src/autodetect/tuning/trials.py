@@ -36,7 +36,7 @@ from autodetect.tuning import conditions as cond
 from autodetect.tuning.events import TRIAL_CANNOT_START, TRIAL_KILLED, Event
 from autodetect.vocabulary import (
     CANNOT_START, CANNOT_START_INPUT, DEADLINE_EXCEEDED, ERROR, EXIT_BAD_INPUT, EXPERIMENT_LABEL, FAILED,
-    INTERRUPTED, INVALID_INPUT, PENDING, PRUNED, TERMINAL_PHASES, TRIAL_LABEL,
+    INTERRUPTED, INVALID_INPUT, PENDING, PRUNED, REBUILT, SUCCEEDED, TERMINAL_PHASES, TRIAL_LABEL,
 )
 
 STOP_GRACE_S = 60.0  # a trainer asked to stop gets this long to finish its epoch before it is killed
@@ -129,6 +129,13 @@ def retried(trial: DetectionTrial, attempt: int, now: datetime) -> DetectionTria
     return trial.model_copy(update={"spec": trial.spec.model_copy(update={"attempt": attempt}),
                                     "status": status.model_copy(update={"startTime": None, "artifactUri": None,
                                                                         "model": None})})
+
+
+def rebuilt(status: TrialStatus, asked_to_stop: bool, now: datetime, source: str) -> TrialStatus:
+    """The end of a trial whose written status was lost, rebuilt from what its trainer left once it had ended (its
+    evaluations and its artifact): Pruned if it had been asked to stop, else Succeeded."""
+    return cond.mark_trial(status, PRUNED if asked_to_stop else SUCCEEDED, now, reason=REBUILT,
+                           message=f"its status was missing: rebuilt from {source}")
 
 
 def stopped(trial: DetectionTrial, reason: str, now: datetime) -> DetectionTrial:
