@@ -80,8 +80,30 @@ def test_what_may_end_a_trial_or_keep_it_from_starting_wants_a_pass_at_once():
     assert wants_a_pass_at_once("detectiontrials", {"status": {"phase": "Succeeded"}})
     assert not wants_a_pass_at_once("jobs", job(active=1))
     assert wants_a_pass_at_once("jobs", job(conditions=[condition("Failed", "BackoffLimitExceeded")]))
-    assert wants_a_pass_at_once("jobs", job(conditions=[condition("Complete")]))
+    assert not wants_a_pass_at_once("jobs", job(conditions=[condition("Complete")]))  # the trainer said so first
+    assert not wants_a_pass_at_once("pods", pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed"}))
     assert not wants_a_pass_at_once("pods", pod("Running"))
     assert not wants_a_pass_at_once("pods", pod("Pending", waiting={"reason": "ContainerCreating"}))
     assert wants_a_pass_at_once("pods", pod("Pending", waiting={"reason": "ImagePullBackOff"}))
     assert wants_a_pass_at_once("pods", pod("Failed", terminated={"exitCode": 137, "reason": "OOMKilled"}))
+
+
+def test_the_watched_runs_keep_what_the_watches_deliver_by_experiment():
+    from autodetect.operator.watched import WatchedRuns
+
+    def obj(name: str, experiment: str, **status) -> dict:
+        return {"metadata": {"name": name, "namespace": "ns", "labels": {"autodetect.dev/experiment": experiment}},
+                "status": status}
+
+    runs = WatchedRuns()
+    assert not runs.listed("ns", "a")
+    runs.fill("ns", "a", [obj("a-000-0", "a")], [])  # what a first pass lists
+    assert runs.listed("ns", "a") and runs.of("jobs", "ns", "a") == [obj("a-000-0", "a")]
+    runs.seen("jobs", "MODIFIED", obj("a-000-0", "a", active=1))
+    runs.seen("pods", None, obj("a-000-0-x", "a"))  # kopf's own listing
+    runs.seen("jobs", "ADDED", obj("b-000-0", "b"))
+    assert runs.of("jobs", "ns", "a") == [obj("a-000-0", "a", active=1)] and len(runs.of("pods", "ns", "a")) == 1
+    runs.seen("jobs", "DELETED", obj("a-000-0", "a"))
+    assert runs.of("jobs", "ns", "a") == [] and runs.of("jobs", "ns", "b") == [obj("b-000-0", "b")]
+    runs.unlisted("ns", "a")  # its loop starts again (a restart, a takeover): the next pass lists again
+    assert not runs.listed("ns", "a")

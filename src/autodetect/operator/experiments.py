@@ -44,11 +44,29 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class ParsedTrials:
+    """The typed trials of one experiment's loop, each state (uid and resourceVersion) validated once, not on every
+    pass (a pass only reads them, or makes changed copies)."""
+
+    def __init__(self):
+        self._trials: dict[str, tuple[str, DetectionTrial]] = {}  # uid -> (resourceVersion, the typed trial)
+
+    def __call__(self, obj: dict) -> DetectionTrial:
+        meta = obj["metadata"]
+        cached = self._trials.get(meta["uid"])
+        if cached is None or cached[0] != meta["resourceVersion"]:
+            cached = self._trials[meta["uid"]] = (meta["resourceVersion"], parse_resource(obj, DetectionTrial))
+        return cached[1]
+
+    def clear(self) -> None:
+        self._trials.clear()
+
+
 class ExperimentPass:
     def __init__(self, api: Api, runs: WatchedRuns, namespace: str, name: str, settings: Settings,
-                 post: Callable[[Event, dict], None], clock=now):
+                 post: Callable[[Event, dict], None], parsed: ParsedTrials | None = None, clock=now):
         self.api, self.runs, self.namespace, self.name, self.settings = api, runs, namespace, name, settings
-        self.clock = clock
+        self.parsed, self.clock = parsed or ParsedTrials(), clock
         self.post = post  # an Event about an object, to be posted (runtime.EventPoster: the pass does not wait)
         self.events: list[Event] = []
         self.runs_alive = False  # whether a trial's Job still runs a pod (or may start one)
@@ -65,10 +83,12 @@ class ExperimentPass:
                                                      obj["metadata"].get("generation")))
         selector = {EXPERIMENT_LABEL: self.name}
         trial_objects = {t["metadata"]["name"]: t for t in self.api.list(TRIALS, self.namespace, selector)}
+        if not self.runs.listed(self.namespace, self.name):
+            self.runs.fill(self.namespace, self.name, self.api.list(JOBS, self.namespace, selector),
+                           self.api.list(PODS, self.namespace, selector))
         jobs = {j["metadata"]["name"]: j for j in self.runs.of(JOBS.plural, self.namespace, self.name)}
         pods = self.runs.of(PODS.plural, self.namespace, self.name)
-        trials = [self._step(experiment, parse_resource(t, DetectionTrial), t, jobs, pods)
-                  for t in trial_objects.values()]
+        trials = [self._step(experiment, self.parsed(t), t, jobs, pods) for t in trial_objects.values()]
         decision = reconcile(experiment, trials, self.clock())
         self._carry_out(experiment, obj, decision, {t.metadata.name: t for t in trials}, trial_objects)
         return self._write(obj, experiment.status, decision)
@@ -81,7 +101,10 @@ class ExperimentPass:
             self.post(event, obj)
         if decision.status != stored:
             self.api.replace_status(builders.with_status(obj, decision.status))
-        return Outcome(decision.status.phase, self.events, at_rest(decision.status, self.runs_alive))
+        resting = at_rest(decision.status, self.runs_alive)
+        if resting:
+            self.parsed.clear()  # no pass may come for long
+        return Outcome(decision.status.phase, self.events, resting)
 
     # --- each trial's step ----------------------------------------------------------------------------
 

@@ -83,13 +83,16 @@ def run_of(job: dict[str, Any] | None, pods: Iterable[dict[str, Any]]) -> Run:
 
 
 def wants_a_pass_at_once(plural: str, obj: dict[str, Any]) -> bool:
-    """Whether this state of a trial, its Job or its pod may end the trial or keep it from starting, so that the
-    experiment's next pass must come at once (the next trial's Job is due within a second). Any other change, such
-    as a running trial's evaluation, can wait for a coalesced pass."""
+    """Whether this state of a trial, its Job or its pod ends the trial or keeps it from starting, so that the
+    experiment's next pass must come at once (the next trial's Job is due within a second): a trial that ended, a
+    run that failed, a pod that cannot start. Any other change can wait for a coalesced pass: a running trial's
+    evaluation, a pod starting, and a run that exited 0 (its trainer reported the trial's end just before)."""
     if plural == "detectiontrials":
         return (obj.get("status") or {}).get("phase") in TERMINAL_PHASES
     if plural == "jobs":
-        return run_of(obj, ()).state == "exited"
+        run = run_of(obj, ())
+        return run.state == "exited" and run.exit_code != 0
     if plural == "pods":
-        return _terminated(obj) is not None or _waiting(obj, job=obj).reason in CANNOT_START
+        terminated = _terminated(obj)
+        return (terminated or {}).get("exitCode", 0) != 0 or _waiting(obj, job=obj).reason in CANNOT_START
     return True

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from autodetect.errors import SpecError
 from autodetect.operator import admission, builders
 from autodetect.operator.deployments import DeploymentPass
-from autodetect.operator.experiments import ExperimentPass, Settings, now
+from autodetect.operator.experiments import ExperimentPass, ParsedTrials, Settings, now
 from autodetect.operator.kube import Api, load_configuration
 from autodetect.operator.metrics import OperatorMetrics
 from autodetect.operator.watched import WatchedRuns
@@ -121,8 +121,11 @@ class Operator:
 
     async def run_experiment(self, namespace: str, name: str, stopped: Any) -> None:
         settings = self.config.settings
+        self.runs.unlisted(namespace, name)
+        parsed = ParsedTrials()
         await self._loop(EXPERIMENT, namespace, name, stopped,
-                         lambda: ExperimentPass(self.api, self.runs, namespace, name, settings, self.events.post).run(),
+                         lambda: ExperimentPass(self.api, self.runs, namespace, name, settings, self.events.post,
+                                                parsed).run(),
                          lambda outcome: self.metrics.experiment(namespace, name, outcome.phase))
 
     async def run_deployment(self, namespace: str, name: str, stopped: Any) -> None:
