@@ -137,9 +137,9 @@ class RawRuntime:
         self.runtime, self.options = served_runtime(artifact, runtime, threads, letterbox)
         self.decoded = load_rgb(image)
         session = self.runtime.session
-        if hasattr(session, "compiled"):  # OpenVINO: its threads, split into streams that run requests at once
-            self.threads = (f"{session.compiled.get_property('INFERENCE_NUM_THREADS')} threads in "
-                            f"{session.streams} streams")
+        if hasattr(session, "compiled"):  # OpenVINO: its threads, split into streams that run a batch's images at once
+            self.threads = (f"{session.compiled.get_property('INFERENCE_NUM_THREADS')} threads: all on a lone image, "
+                            f"in {session.streams} streams on a batch")
         else:
             self.threads = f"{session.get_session_options().intra_op_num_threads} intra-op threads"
         for c in LEVELS:  # warm-up at each batch size

@@ -1,6 +1,7 @@
 """One reconcile pass of one DetectionExperiment on the cluster, level-triggered: read the experiment and its
-trials, and their Jobs and Pods as the watches last delivered them (operator.watched); carry out each trial's step and the engine's Decision; post the Events; write the
-experiment's status once. It keeps nothing between passes: a restarted or a second operator sees the same truth."""
+trials, and their Jobs and Pods as the watches last delivered them (operator.watched); carry out each trial's step
+and the engine's Decision; post the Events; write the experiment's status once. It keeps no state of its own
+between passes: a restarted or a second operator sees the same truth."""
 
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ class ParsedTrials:
 
 class ExperimentPass:
     def __init__(self, api: Api, runs: WatchedRuns, namespace: str, name: str, settings: Settings,
-                 post: Callable[[Event, dict], None], parsed: ParsedTrials | None = None, clock=now):
+                 post: Callable[[Event, dict], None], parsed: ParsedTrials, clock=now):
         self.api, self.runs, self.namespace, self.name, self.settings = api, runs, namespace, name, settings
-        self.parsed, self.clock = parsed or ParsedTrials(), clock
+        self.parsed, self.clock = parsed, clock
         self.post = post  # an Event about an object, to be posted (runtime.EventPoster: the pass does not wait)
         self.events: list[Event] = []
         self.runs_alive = False  # whether a trial's Job still runs a pod (or may start one)

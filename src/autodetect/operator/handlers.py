@@ -33,7 +33,7 @@ async def experiment(namespace: str, name: str, stopped: kopf.DaemonStopped, mem
 @kopf.on.event(GROUP, VERSION, "detectionexperiments", registry=registry)
 async def experiment_changed(namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo, **_) -> None:
     memo.operator.wake_on_spec(EXPERIMENT, namespace, name, meta.get("generation"))
-    memo.operator.wake(DEPLOYMENT, namespace)  # its registered model may have changed
+    memo.operator.wake(DEPLOYMENT, namespace, at_once=False)  # the model it registers may have changed
 
 
 @kopf.on.event(GROUP, VERSION, "detectiontrials", labels=BELONGS_TO_AN_EXPERIMENT, registry=registry)

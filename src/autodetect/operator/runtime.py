@@ -108,9 +108,13 @@ class Operator:
     def wake(self, kind: str, namespace: str | None, name: str | None = None, *, at_once: bool = True) -> None:
         """Wake the loop of one object (or, without a name, of every object of that kind in the namespace): at
         once, or within coalesce_s."""
-        for (k, ns, n), wakeup in self.wakeups.items():
-            if k == kind and ns == namespace and name in (None, n):
-                wakeup.set(0.0 if at_once else self.config.coalesce_s)
+        if name is not None:
+            key = (kind, namespace, name)
+            wakeups = [self.wakeups[key]] if key in self.wakeups else []
+        else:
+            wakeups = [w for (k, ns, _), w in self.wakeups.items() if k == kind and ns == namespace]
+        for wakeup in wakeups:
+            wakeup.set(0.0 if at_once else self.config.coalesce_s)
 
     def wake_on_spec(self, kind: str, namespace: str, name: str, generation: int | None) -> None:
         """Wake an object's loop when its spec changed: not for the status its own pass has just written."""

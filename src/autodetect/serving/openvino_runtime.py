@@ -71,21 +71,29 @@ class _Input:
 
 
 class OpenVinoSession:
-    """A compiled OpenVINO model with ONNX Runtime's `get_inputs()` and `run(None, feed)`."""
+    """A compiled OpenVINO model with ONNX Runtime's `get_inputs()` and `run(None, feed)`.
+
+    It is compiled twice where the CPU has threads to split: for throughput (streams of a few threads each, which
+    run several images at once) and for latency (one stream of every thread). A lone image runs on the latter: on
+    a stream of its own it would leave the other streams' threads idle (on two threads, 24 against 32 ms for
+    yolov8n in bf16)."""
 
     def __init__(self, path: Path, threads: int = 0, precision: str = "fp32"):
         import openvino as ov
 
         core = ov.Core()
         model = core.read_model(str(path))
-        config = {"PERFORMANCE_HINT": "THROUGHPUT" if threads != 1 else "LATENCY",
-                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(model, "CPU", config)
-        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.compiled = core.compile_model(model, "CPU", config | {"PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
-        self.queue = ov.AsyncInferQueue(self.compiled, max(1, self.streams)) if self.streams > 1 else None
+        self.streams, self.queue = 1, None
+        if threads != 1:
+            streamed = core.compile_model(model, "CPU", config | {"PERFORMANCE_HINT": "THROUGHPUT"})
+            self.streams = int(streamed.get_property("NUM_STREAMS"))
+            if self.streams > 1:
+                self.queue = ov.AsyncInferQueue(streamed, self.streams)
         self._inputs = [_Input(i.get_any_name(), [d.get_length() if d.is_static else "?" for d in i.get_partial_shape()])
                         for i in model.inputs]
 
