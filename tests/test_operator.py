@@ -169,6 +169,19 @@ def test_changes_wake_the_experiment_with_no_timer_pass_in_sight(cluster, emulat
     assert operator_errors(emulator) == []
 
 
+def test_an_ended_experiment_rests_until_something_changes(cluster, emulator, kubeconfig):
+    with running_operator(kubeconfig, timer_s=0.2):
+        emulator.create(experiment(limits={"maxTrials": 1}))
+        cluster.start("fridge-000-0")
+        cluster.report("fridge-000", 0.5)
+        cluster.finish("fridge-000", "fridge-000-0")
+        cluster.wait(lambda: cluster.experiment_status().get("phase") == "Succeeded", what="the experiment to succeed")
+        quiet(emulator)  # no timer pass: a thousand ended experiments cost nothing
+        emulator.delete("detectionmodels", NAMESPACE, "fridge-best")
+        emulator.patch("detectiontrials", NAMESPACE, "fridge-000", {"metadata": {"labels": {"touched": "yes"}}})
+        cluster.wait(lambda: cluster.get("detectionmodels", "fridge-best"), what="a change to wake it: the model again")
+
+
 def test_bad_input_fails_the_experiment_at_once_with_the_trainers_message(cluster, emulator, kubeconfig):
     with running_operator(kubeconfig):
         emulator.create(experiment(limits={"maxTrials": 3, "maxFailedTrials": 3}))

@@ -1,7 +1,9 @@
 """How a trial's Job and Pod read in the engine's terms (operator.observe.run_of), on objects shaped as the Job
-controller and the kubelet write them."""
+controller and the kubelet write them; which of their changes want a pass at once; and the Jobs and pods as the
+watches deliver them (operator.watched)."""
 
 from autodetect.operator.observe import run_of, wants_a_pass_at_once
+from autodetect.operator.watched import WatchedRuns
 from autodetect.tuning.trials import MISSING
 
 CREATED = "2026-01-01T00:00:00Z"
@@ -89,8 +91,6 @@ def test_what_may_end_a_trial_or_keep_it_from_starting_wants_a_pass_at_once():
 
 
 def test_the_watched_runs_keep_what_the_watches_deliver_by_experiment():
-    from autodetect.operator.watched import WatchedRuns
-
     def obj(name: str, experiment: str, **status) -> dict:
         return {"metadata": {"name": name, "namespace": "ns", "labels": {"autodetect.dev/experiment": experiment}},
                 "status": status}
