@@ -37,6 +37,14 @@ else running), images/s at concurrency 1 / 4 / 16:
 - autodetect onnx 0.99 / 0.96 / 1.03x raw onnx, but only 1.05 / 1.11 / 1.23x naive ultralytics: on this CPU torch
   runs yolov8n as fast as ONNX Runtime (raw torch 16.9 images/s at c=1);
 - the trained model's mAP: 0.9828 through torch, ONNX Runtime, OpenVINO bf16 and int8 alike.
+Measured again on a 2-core Intel Xeon with AMX (bf16 and int8 matrix units), after a lone image got a latency-
+compiled model (every thread on it) instead of one stream of the throughput model: three runs gave raw onnx fp32
+(rect) 15.5-20.2 images/s at c=1, raw openvino int8 24.4 (before) and 36.8-38.2 (after), autodetect int8 21.8
+(before) and 25.4-33.7 (after): 1.26-1.67x raw onnx fp32 at c=1, 1.70-1.93x at c=4, 1.78-2.35x at c=16; the
+server's gap to raw int8 is JPEG decode, HTTP and the load generator sharing the two cores with inference
+(0.69-0.90x at c=1, 0.76-0.87x at c=4); the mAP 0.9839 on every path. On this CPU the runtimes' own ratio
+bounds the figure at c=1: yolov8n on a 480x640 input takes 39 ms in ONNX Runtime fp32 and 23-28 ms in
+OpenVINO bf16 or int8 (1.4-1.7x; 2.2x at 640x640).
 Run from the repository root (about ten minutes):
 
     python benchmarks/bench_serving.py [--requests 32] [--rounds 3] [--threads 0]
