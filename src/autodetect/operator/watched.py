@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+from autodetect.operator.kube import JOBS, PODS
 from autodetect.vocabulary import EXPERIMENT_LABEL
 
 DELETED = "DELETED"
@@ -44,7 +45,7 @@ class WatchedRuns:
 
     def fill(self, namespace: str, experiment: str, jobs: list[dict], pods: list[dict]) -> None:
         """What a pass listed of an experiment's Jobs and pods."""
-        for plural, objects in (("jobs", jobs), ("pods", pods)):
+        for plural, objects in ((JOBS.plural, jobs), (PODS.plural, pods)):
             for obj in objects:
                 self.seen(plural, None, obj)
         with self._lock:
