@@ -4,7 +4,9 @@ artifact of the best evaluation.
 
 The trainer's own state lives in workdir (train/ with the detector's checkpoints, metrics.jsonl
 with every evaluation made, best/ with the best evaluation's artifact), so a killed trial resumes where it
-was, whichever reporter it talks to."""
+was, whichever reporter it talks to. Once the trial has ended with its artifact published and reported, only
+metrics.jsonl stays: a sweep would otherwise keep every trial's weights three times (checkpoint with the
+optimizer's state, best/, the artifact)."""
 
 from __future__ import annotations
 
@@ -158,6 +160,8 @@ def run_trial(trial: DetectionTrial, workdir: Path, reporter: Reporter, resume: 
         outcome = TrialOutcome(FAILED, message=f"{type(exc).__name__}: {exc}", exit_code=EXIT_FAILED)
     reporter.finish(outcome.phase, outcome.final_metric, outcome.artifact_uri, outcome.message, reason=outcome.reason,
                     model=outcome.model)
+    if outcome.artifact_uri is not None:  # ended and published: nothing will resume it
+        _drop_weights(Path(workdir))
     return outcome
 
 
@@ -207,9 +211,14 @@ def _run(trial: DetectionTrial, workdir: Path, reporter: Reporter, resume: bool)
 
 
 def _clear_state(workdir: Path) -> None:
-    """A fresh start: forget the checkpoints, evaluations and best weights of an earlier run."""
+    """A fresh start: forget the evaluations, checkpoints and best weights of an earlier run."""
+    (workdir / METRICS_FILE).unlink(missing_ok=True)
+    _drop_weights(workdir)
+
+
+def _drop_weights(workdir: Path) -> None:
+    """The checkpoints and the copy of the best weights (the evaluations stay)."""
     import shutil
 
-    (workdir / METRICS_FILE).unlink(missing_ok=True)
     for name in (BEST_DIR, TRAIN_DIR):
         shutil.rmtree(workdir / name, ignore_errors=True)
