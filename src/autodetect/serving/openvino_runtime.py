@@ -73,8 +73,9 @@ class _Input:
 class OpenVinoSession:
     """A compiled OpenVINO model with ONNX Runtime's `get_inputs()` and `run(None, feed)`.
 
-    It is compiled twice where the CPU has threads to split: for throughput (streams of a few threads each, which
-    run several images at once) and for latency (one stream of every thread). A lone image runs on the latter: on
+    It is compiled for latency (one stream of every thread) and, where the CPU has threads to split and the model
+    takes batches (YOLO's, not torchvision's single image), for throughput too (streams of a few threads each, which
+    run a batch's images at once). A lone image runs on the latter: on
     a stream of its own it would leave the other streams' threads idle (on two threads, 24 against 32 ms for
     yolov8n in bf16)."""
 
@@ -88,14 +89,15 @@ class OpenVinoSession:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", config | {"PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
+        self._inputs = [_Input(i.get_any_name(), [d.get_length() if d.is_static else "?" for d in i.get_partial_shape()])
+                        for i in model.inputs]
         self.streams, self.queue = 1, None
-        if threads != 1:
+        shape = self._inputs[0].shape
+        if threads != 1 and len(shape) == 4 and shape[0] != 1:  # batches can come (not torchvision's one CHW image)
             streamed = core.compile_model(model, "CPU", config | {"PERFORMANCE_HINT": "THROUGHPUT"})
             self.streams = int(streamed.get_property("NUM_STREAMS"))
             if self.streams > 1:
                 self.queue = ov.AsyncInferQueue(streamed, self.streams)
-        self._inputs = [_Input(i.get_any_name(), [d.get_length() if d.is_static else "?" for d in i.get_partial_shape()])
-                        for i in model.inputs]
 
     def get_inputs(self) -> list[_Input]:
         return self._inputs
