@@ -8,6 +8,7 @@ import pytest
 
 from autodetect.api.v1alpha1 import DetectionExperiment
 from autodetect.operator import builders
+from autodetect.operator.kube import changes
 from autodetect.tuning.events import Event
 from autodetect.tuning.trials import new_trial
 from autodetect.vocabulary import EXPERIMENT_LABEL, TRIAL_LABEL
@@ -133,9 +134,9 @@ def test_a_merge_patch_changes_only_what_differs_from_what_the_api_server_kept()
     live = {"metadata": {"name": "x", "labels": {"a": "1"}, "uid": "u"},
             "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "containers": [{"name": "c", "image": "i",
                                                                                  "terminationMessagePath": "/dev/t"}]}}
-    assert not builders.changes(live, {"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [{"name": "c"}]}})
-    assert builders.changes(live, {"metadata": {"labels": {"a": "2"}}})
-    assert builders.changes(live, {"metadata": {"labels": {"a": None}}})  # a removal
-    assert not builders.changes(live, {"metadata": {"labels": {"b": None}}})
-    assert builders.changes(live, {"spec": {"ports": [{"port": 81}]}})
-    assert builders.changes(live, {"spec": {"ports": [{"port": 80}, {"port": 81}]}})  # another item
+    assert not changes(live, {"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [{"name": "c"}]}})
+    assert changes(live, {"metadata": {"labels": {"a": "2"}}})
+    assert changes(live, {"metadata": {"labels": {"a": None}}})  # a removal
+    assert not changes(live, {"metadata": {"labels": {"b": None}}})
+    assert changes(live, {"spec": {"ports": [{"port": 81}]}})
+    assert changes(live, {"spec": {"ports": [{"port": 80}, {"port": 81}]}})  # another item

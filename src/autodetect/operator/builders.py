@@ -164,18 +164,6 @@ def event_object(event: Event, involved: dict[str, Any], now: datetime, instance
     }
 
 
-def changes(existing: Any, patch: Any) -> bool:
-    """Whether a JSON merge patch would change existing, where fields that existing has beyond the patch's are the
-    API server's defaults (a container's terminationMessagePath): maps merge key by key, a list of as many items
-    is compared item by item, anything else is replaced."""
-    if isinstance(patch, dict) and isinstance(existing, dict):
-        return any(changes(existing.get(key), value) if value is not None else key in existing
-                   for key, value in patch.items())
-    if isinstance(patch, list) and isinstance(existing, list) and len(patch) == len(existing):
-        return any(changes(old, new) for old, new in zip(existing, patch))
-    return existing != patch
-
-
 def with_status(obj: dict[str, Any], status: Any) -> dict[str, Any]:
     """obj (as read, with its resourceVersion) carrying a new status, for a status update."""
     return {**obj, "status": status.model_dump(mode="json", exclude_none=True)}

@@ -16,9 +16,7 @@ from autodetect.api.v1alpha1 import DeploymentStatus
 from autodetect.errors import SpecError
 from autodetect.operator import builders
 from autodetect.operator.experiments import Outcome, now
-from autodetect.operator.kube import (
-    DEPLOYMENTS, DETECTION_DEPLOYMENTS, EXPERIMENTS, HPAS, MODELS, PDBS, SECRETS, SERVICES, Api,
-)
+from autodetect.operator.kube import DETECTION_DEPLOYMENTS, EXPERIMENTS, MODELS, PDBS, SECRETS, Api
 from autodetect.tuning.conditions import set_condition
 from autodetect.tuning.events import Event
 
@@ -131,17 +129,8 @@ class DeploymentPass:
 
     def _apply(self, desired: dict, initial: dict | None = None) -> dict:
         """Create desired (with the initial spec fields), or bring the existing object to it (a merge patch)."""
-        resource = {"Deployment": DEPLOYMENTS, "Service": SERVICES, "HorizontalPodAutoscaler": HPAS,
-                    "PodDisruptionBudget": PDBS}[desired["kind"]]
-        existing = self.api.get(resource, self.namespace, desired["metadata"]["name"])
-        if existing is None:
-            created = self.api.create({**desired, "spec": {**desired["spec"], **(initial or {})}})
-            if created is not None:
-                return created
-        patch = {"metadata": desired["metadata"], "spec": desired["spec"]}
-        if existing is not None and not builders.changes(existing, patch):
-            return existing
-        return self.api.patch(resource, self.namespace, desired["metadata"]["name"], patch)
+        return self.api.ensure({**desired, "spec": {**desired["spec"], **(initial or {})}},
+                               {"metadata": desired["metadata"], "spec": desired["spec"]})
 
     def _write(self, obj: dict, stored: DeploymentStatus, status: DeploymentStatus, events: list[Event]) -> Outcome:
         if status != stored:

@@ -15,7 +15,7 @@ from autodetect.api.v1alpha1 import ExperimentStatus
 from autodetect.errors import SpecError
 from autodetect.operator import builders
 from autodetect.operator.admission import check_experiment
-from autodetect.operator.kube import EXPERIMENTS, JOBS, MODELS, PODS, TRIALS, Api
+from autodetect.operator.kube import EXPERIMENTS, JOBS, PODS, TRIALS, Api
 from autodetect.operator.observe import run_of
 from autodetect.operator.watched import WatchedRuns
 from autodetect.tuning.engine import Decision, Finish, RetryTrial, StartTrial, StopTrial, at_rest, reconcile, rejected
@@ -156,12 +156,7 @@ class ExperimentPass:
             self.runs.seen(JOBS.plural, None, job)
 
     def _register(self, experiment: DetectionExperiment, best: DetectionTrial) -> None:
-        """Idempotent (an ended experiment's every pass repeats it): a read when the model is registered already."""
+        """Idempotent (an ended experiment's every pass repeats it): a read when the model is registered already.
+        The same name follows the best trial."""
         model = builders.model_object(registered_model(experiment, best))
-        name = model["metadata"]["name"]
-        existing = self.api.get(MODELS, self.namespace, name)
-        if existing is None and self.api.create(model) is not None:
-            return
-        patch = {"metadata": {"labels": model["metadata"]["labels"]}, "spec": model["spec"]}
-        if existing is None or builders.changes(existing, patch):  # the same name follows the best trial
-            self.api.patch(MODELS, self.namespace, name, patch)
+        self.api.ensure(model, {"metadata": {"labels": model["metadata"]["labels"]}, "spec": model["spec"]})

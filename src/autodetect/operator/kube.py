@@ -50,6 +50,18 @@ BY_KIND = {r.kind: r for r in (EXPERIMENTS, TRIALS, MODELS, DETECTION_DEPLOYMENT
                                SERVICES, DEPLOYMENTS, HPAS, PDBS)}
 
 
+def changes(existing: Any, patch: Any) -> bool:
+    """Whether a JSON merge patch would change existing, where fields that existing has beyond the patch's are the
+    API server's defaults (a container's terminationMessagePath): maps merge key by key, a list of as many items
+    is compared item by item, anything else is replaced."""
+    if isinstance(patch, dict) and isinstance(existing, dict):
+        return any(changes(existing.get(key), value) if value is not None else key in existing
+                   for key, value in patch.items())
+    if isinstance(patch, list) and isinstance(existing, list) and len(patch) == len(existing):
+        return any(changes(old, new) for old, new in zip(existing, patch))
+    return existing != patch
+
+
 def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
     """The in-cluster service account when running in a pod, else the kubeconfig (--kubeconfig, $KUBECONFIG,
     ~/.kube/config)."""
@@ -117,6 +129,18 @@ class Api:
               subresource: str | None = None) -> dict:
         return self._call("patch", resource, "PATCH", resource.path(namespace, name, subresource), body=patch,
                           content_type=MERGE_PATCH)
+
+    def ensure(self, made: dict, patch: dict) -> dict:
+        """The object as wanted: `made` created where there is none, else `patch` (a merge patch) applied where it
+        changes the stored object, never a write for nothing. Returns the object as stored."""
+        resource, meta = BY_KIND[made["kind"]], made["metadata"]
+        existing = self.get(resource, meta.get("namespace"), meta["name"])
+        if existing is None:
+            if (created := self.create(made)) is not None:
+                return created
+        elif not changes(existing, patch):
+            return existing
+        return self.patch(resource, meta.get("namespace"), meta["name"], patch)
 
     def replace_status(self, obj: dict) -> dict:
         """Write obj's status; 409 when the object changed since it was read (metadata.resourceVersion)."""
