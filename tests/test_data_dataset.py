@@ -104,6 +104,33 @@ def test_a_truncated_image_is_found_when_pixels_are_decoded(tmp_path):
     assert f"{path}:2:" in message and "truncated or corrupt" in message
 
 
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"subsampling": 0}], ids=["baseline", "progressive", "444"])
+def test_a_colour_jpeg_decodes_to_pils_pixels_and_a_cut_one_is_refused(tmp_path, options):
+    """load_rgb decodes colour JPEGs with OpenCV (faster); the pixels are PIL's, EXIF orientation ignored as PIL does."""
+    import io
+
+    import numpy as np
+
+    from autodetect.data.images import load_rgb
+    from autodetect.errors import ImageError
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90": ignored by both decoders
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif, **options)
+    data = out.getvalue()
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    (tmp_path / "a.jpg").write_bytes(data)
+    for source in (data, tmp_path / "a.jpg"):
+        decoded = load_rgb(source)
+        assert decoded.shape == (120, 160, 3) and decoded.dtype == np.uint8
+        assert np.array_equal(decoded, expected)
+    for cut in (len(data) // 2, len(data) - 64):  # pixel data cut off (only the end marker gone still decodes)
+        with pytest.raises(ImageError, match="truncated or corrupt"):
+            load_rgb(data[:cut])
+
 def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))

@@ -68,6 +68,8 @@ def load_rgb(source: Path | bytes, max_pixels: int = MAX_PIXELS, fit: tuple[int,
     try:
         with image:
             factor = reduction(image.width, image.height, fit) if fit else 1
+            if factor == 1 and image.format == "JPEG" and image.mode == "RGB":
+                return _decode_jpeg(source, name)
             if factor > 1 and image.format == "JPEG":
                 image.draft("RGB", (-(-image.width // factor), -(-image.height // factor)))
                 factor = reduction(image.width, image.height, fit)
@@ -77,3 +79,16 @@ def load_rgb(source: Path | bytes, max_pixels: int = MAX_PIXELS, fit: tuple[int,
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: truncated or corrupt image ({exc})") from None
+
+
+def _decode_jpeg(source: Path | bytes, name: str) -> np.ndarray:
+    """A colour JPEG through OpenCV: the same pixels as PIL's decoder (both are libjpeg-turbo) straight into an
+    array, in half the time of PIL's decode and copy out. The header has been checked by PIL; EXIF orientation is
+    ignored, as PIL ignores it, so boxes keep to the stored pixels."""
+    import cv2
+
+    data = np.frombuffer(source if isinstance(source, bytes) else source.read_bytes(), np.uint8)
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    if decoded is None:
+        raise ImageError(f"{name}: truncated or corrupt image")
+    return decoded

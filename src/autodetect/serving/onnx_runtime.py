@@ -1,6 +1,7 @@
 """Exported models run with ONNX Runtime: OnnxYoloRuntime (ultralytics) and OnnxTorchvisionRuntime.
 Both open their session with `open_session` (threads, spinning, providers) and take images
-prepared as `Prepared` (CHW float32 in [0, 1]) on the server's decode threads.
+prepared as `Prepared` on the server's decode threads: CHW float32 in [0, 1] here (`chw_float`),
+HWC uint8 for OpenVINO, whose graph converts it itself.
 
 YOLO: pre- and post-processing are ultralytics' own (LetterBox, NMS, scale_boxes). The letterbox
 runs per image in `prepare`; `predict` stacks the images of a batch that share a shape and runs
@@ -35,18 +36,25 @@ from autodetect.serving.config import LETTERBOXES
 STRIDE = 32  # the largest stride of every ultralytics YOLO detector
 
 
+def chw_float(model_input: np.ndarray) -> np.ndarray:
+    """H x W x 3 uint8 -> 3 x H x W float32 in [0, 1], what the exported graphs take."""
+    tensor = np.ascontiguousarray(model_input.transpose(2, 0, 1), dtype=np.float32)
+    tensor *= 1 / 255
+    return tensor
+
+
 @dataclass(frozen=True)
 class Prepared:
-    tensor: np.ndarray  # 3 x H x W float32 in [0, 1], RGB (letterboxed for YOLO)
+    tensor: np.ndarray  # one RGB image as the session takes it (letterboxed for YOLO)
     height: int  # of the original image
     width: int
+    input_height: int  # of the image the model sees
+    input_width: int
 
     @classmethod
-    def of(cls, image: np.ndarray, model_input: np.ndarray) -> "Prepared":
-        """model_input: H x W x 3 uint8, the image as the model takes it."""
-        tensor = np.ascontiguousarray(model_input.transpose(2, 0, 1), dtype=np.float32)
-        tensor *= 1 / 255
-        return cls(tensor, image.shape[0], image.shape[1])
+    def of(cls, image: np.ndarray, model_input: np.ndarray, to_input) -> "Prepared":
+        """model_input: H x W x 3 uint8, the image as the model takes it; to_input: its conversion for the session."""
+        return cls(to_input(model_input), image.shape[0], image.shape[1], model_input.shape[0], model_input.shape[1])
 
 
 def open_session(path: Path, threads: int = 0):
@@ -71,6 +79,7 @@ class OnnxYoloRuntime:
 
     name = "onnx"
     open_session = staticmethod(open_session)  # the OpenVINO runtimes open theirs (openvino_runtime.py)
+    to_input = staticmethod(chw_float)  # and take HWC uint8
 
     def __init__(self, path: Path, classes: list[str], image_size: int, threads: int = 0, letterbox: str = "square"):
         from ultralytics.data.augment import LetterBox
@@ -95,7 +104,7 @@ class OnnxYoloRuntime:
         self._letterbox = LetterBox((self.size, self.size), auto=self.letterbox == "rect", stride=STRIDE)
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        return Prepared.of(image, self._letterbox(image=image))  # grey padding: RGB or BGR order does not matter
+        return Prepared.of(image, self._letterbox(image=image), self.to_input)  # grey padding: RGB or BGR alike
 
     def predict(self, batch: list[Prepared], options: PredictOptions) -> list[list[Detection]]:
         results: list[list[Detection]] = [[] for _ in batch]
@@ -120,7 +129,8 @@ class OnnxYoloRuntime:
                                        max_det=options.max_detections)
         results = []
         for prepared, found in zip(batch, kept):
-            boxes = ops.scale_boxes(inputs.shape[2:], found[:, :4].clone(), (prepared.height, prepared.width))
+            boxes = ops.scale_boxes((prepared.input_height, prepared.input_width), found[:, :4].clone(),
+                                    (prepared.height, prepared.width))
             scale = np.array([prepared.width, prepared.height, prepared.width, prepared.height], dtype=np.float64)
             normalised = boxes.numpy().astype(np.float64) / scale
             results.append([
@@ -135,6 +145,7 @@ class OnnxTorchvisionRuntime:
 
     name = "onnx"
     open_session = staticmethod(open_session)
+    to_input = staticmethod(chw_float)
 
     def __init__(self, path: Path, classes: list[str], baked: PredictOptions, threads: int = 0):
         self.session, self.device = self.open_session(path, threads)
@@ -142,7 +153,7 @@ class OnnxTorchvisionRuntime:
         self.classes, self.baked = list(classes), baked
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        return Prepared.of(image, image)
+        return Prepared.of(image, image, self.to_input)
 
     def predict(self, batch: list[Prepared], options: PredictOptions) -> list[list[Detection]]:
         return [self._run(prepared, options) for prepared in batch]

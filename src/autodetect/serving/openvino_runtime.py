@@ -8,7 +8,10 @@ offered where the CPU reports BF16 among its OPTIMIZATION_CAPABILITIES (AMX or A
 int8 is NNCF post-training quantization calibrated on images of the model's own training set.
 
 The runtimes reuse the ONNX runtimes' pre- and post-processing (onnx_runtime.py); only the session
-differs: an OpenVINO compiled model behind ONNX Runtime's `get_inputs`/`run` surface. A batch of
+differs: an OpenVINO compiled model behind ONNX Runtime's `get_inputs`/`run` surface, which takes
+HWC uint8 images and converts them in the graph (OpenVINO's PrePostProcessor: the layout change and
+the scaling fuse into the first convolution, where numpy's float conversion cost as much as the JPEG
+decode). A batch of
 several images of one shape goes through OpenVINO's async infer queue, one request an image, so
 that the CPU's streams run them at once."""
 
@@ -24,7 +27,7 @@ import numpy as np
 
 from autodetect.errors import AutodetectError, SpecError
 from autodetect.models.hyperparameters import YOLO
-from autodetect.serving.onnx_runtime import OnnxTorchvisionRuntime, OnnxYoloRuntime
+from autodetect.serving.onnx_runtime import OnnxTorchvisionRuntime, OnnxYoloRuntime, chw_float
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +87,14 @@ class OpenVinoSession:
 
         core = ov.Core()
         model = core.read_model(str(path))
+        self._inputs = [_Input(i.get_any_name(), [d.get_length() if d.is_static else "?" for d in i.get_partial_shape()])
+                        for i in model.inputs]
+        model = _takes_uint8_hwc(model)
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", config | {"PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
-        self._inputs = [_Input(i.get_any_name(), [d.get_length() if d.is_static else "?" for d in i.get_partial_shape()])
-                        for i in model.inputs]
         self.streams, self.queue = 1, None
         shape = self._inputs[0].shape
         if threads != 1 and len(shape) == 4 and shape[0] != 1:  # batches can come (not torchvision's one CHW image)
@@ -119,6 +123,19 @@ class OpenVinoSession:
         return [np.concatenate(outputs)]
 
 
+def _takes_uint8_hwc(model):
+    """The model with its (N)CHW float input in [0, 1] taken as (N)HWC uint8, converted in the graph."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    batched = model.inputs[0].get_partial_shape().rank.get_length() == 4
+    steps = PrePostProcessor(model)
+    steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC" if batched else "HWC"))
+    steps.input().model().set_layout(ov.Layout("NCHW" if batched else "CHW"))
+    steps.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
+    return steps.build()
+
+
 def _opener(precision: str):
     def open_session(path: Path, threads: int = 0):
         return OpenVinoSession(path, threads, precision), "cpu"
@@ -126,13 +143,15 @@ def _opener(precision: str):
 
 
 def yolo_runtime(path: Path, precision: str, classes, image_size: int, threads: int = 0, letterbox: str = "square"):
-    runtime_class = type("OpenVinoYoloRuntime", (OnnxYoloRuntime,), {"name": f"openvino-{precision}", "open_session": _opener(precision)})
+    runtime_class = type("OpenVinoYoloRuntime", (OnnxYoloRuntime,), {"name": f"openvino-{precision}", "open_session": _opener(precision),
+                                                                     "to_input": staticmethod(np.ascontiguousarray)})
     return runtime_class(path, classes, image_size, threads, letterbox)
 
 
 def torchvision_runtime(path: Path, precision: str, classes, baked, threads: int = 0):
     runtime_class = type("OpenVinoTorchvisionRuntime", (OnnxTorchvisionRuntime,),
-                         {"name": f"openvino-{precision}", "open_session": _opener(precision)})
+                         {"name": f"openvino-{precision}", "open_session": _opener(precision),
+                          "to_input": staticmethod(np.ascontiguousarray)})
     return runtime_class(path, classes, baked, threads)
 
 
@@ -203,9 +222,10 @@ def export_openvino(model_dir: Path, precision: str, tolerance: float = DEFAULT_
         import nncf
 
         calibrator = open_runtime(model_dir, entry, detector, threads)
-        images = [calibrator.prepare(_load(r.path)).tensor[None] for r in train.records[:CALIBRATION_IMAGES]]
-        if detector.family != YOLO:
-            images = [i[0] for i in images]  # the torchvision graph takes one CHW image
+        # the IR takes what the ONNX export takes (the uint8 input is added when a session compiles it)
+        images = [chw_float(calibrator.prepare(_load(r.path)).tensor) for r in train.records[:CALIBRATION_IMAGES]]
+        if detector.family == YOLO:
+            images = [i[None] for i in images]  # YOLO's graph takes a batch, torchvision's one CHW image
         quantized = nncf.quantize(model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
                                   subset_size=len(images), ignored_scope=_yolo_head(detector))
         ov.save_model(quantized, str(fp32), compress_to_fp16=False)
