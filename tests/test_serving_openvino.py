@@ -28,8 +28,9 @@ from autodetect.models.base import PredictOptions  # noqa: E402
 from autodetect.models.hyperparameters import resolve  # noqa: E402
 from autodetect.serving.config import ServerConfig  # noqa: E402
 from autodetect.serving.model import choose_runtime, load_model  # noqa: E402
-from autodetect.serving.openvino_runtime import (check_loss, choose_exported, cpu_capabilities,  # noqa: E402
-                                                 export_openvino, supported_precisions)
+from autodetect.serving.openvino_runtime import (STATIC_AFTER, STATIC_SHAPES, OpenVinoSession, check_loss,  # noqa: E402
+                                                 choose_exported, cpu_capabilities, export_openvino,
+                                                 supported_precisions)
 from autodetect.trainer.artifact import DatasetInfo, write_artifact  # noqa: E402
 from detections import assert_same_detections  # noqa: E402
 from test_serving import dataset, torchvision_artifact  # noqa: E402, F401 (fixtures)
@@ -139,6 +140,26 @@ def test_export_gives_the_torch_boxes_and_records_its_accuracy(artifact, data, p
     assert entry["mean_average_precision_fp32"] > 0.5  # it learned: the mAP figures compared are not noise
     assert entry["mean_average_precision"] >= entry["mean_average_precision_fp32"] - MAP_LOSS[precision]
 
+
+def test_the_shapes_images_keep_coming_in_get_a_model_compiled_for_each_with_the_same_output(artifact):
+    """Lone images run on the dynamic model until STATIC_AFTER of one shape have come; that shape then gets a model
+    compiled for it in the background, up to STATIC_SHAPES shapes. A shape seen once (warm-up's) gets none."""
+    entry = export_openvino(artifact, "fp32", tolerance=1.0, threads=1)
+    session = OpenVinoSession(artifact / entry["path"], threads=1)
+    name = session.get_inputs()[0].name
+    rng = np.random.default_rng(0)
+    once, *shapes = [(1, 96, 96, 3), (1, 32, 64, 3), (1, 64, 32, 3), (1, 64, 64, 3)]
+    images = {shape: rng.integers(0, 256, shape, dtype=np.uint8) for shape in (once, *shapes)}
+    dynamic = {shape: session.run(None, {name: image})[0] for shape, image in images.items()}
+    for _ in range(STATIC_AFTER - 1):
+        for shape in shapes:
+            assert np.array_equal(session.run(None, {name: images[shape]})[0], dynamic[shape])
+    session._compiler.shutdown(wait=True)  # the background compiles are done
+    assert set(session.static) == set(shapes[:STATIC_SHAPES])
+    for shape, image in images.items():
+        assert np.allclose(session.run(None, {name: image})[0], dynamic[shape], atol=1e-4)
+        if shape in session.static:  # what run() used is the static model
+            assert np.allclose(session.static[shape].infer({name: image})[0], dynamic[shape], atol=1e-4)
 
 def test_serve_auto_picks_the_fastest_export_over_http(artifact, data):
     """A real `autodetect serve --runtime auto` process, after the exports above."""
