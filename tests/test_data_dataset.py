@@ -1,16 +1,19 @@
 """Reading a JSONL data set: every bad input gets an error naming the file, the line and the reason."""
 
+import io
 import json
 import os
 import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from autodetect.data.dataset import read_jsonl
-from autodetect.errors import DataError
+from autodetect.data.images import load_rgb
+from autodetect.errors import DataError, ImageError
 
 BOX = {"label": "can", "topX": 0.1, "topY": 0.2, "bottomX": 0.5, "bottomY": 0.9, "isCrowd": 0}
 
@@ -104,17 +107,9 @@ def test_a_truncated_image_is_found_when_pixels_are_decoded(tmp_path):
     assert f"{path}:2:" in message and "truncated or corrupt" in message
 
 
-
 @pytest.mark.parametrize("options", [{}, {"progressive": True}, {"subsampling": 0}], ids=["baseline", "progressive", "444"])
 def test_a_colour_jpeg_decodes_to_pils_pixels_and_a_cut_one_is_refused(tmp_path, options):
     """load_rgb decodes colour JPEGs with OpenCV (faster); the pixels are PIL's, EXIF orientation ignored as PIL does."""
-    import io
-
-    import numpy as np
-
-    from autodetect.data.images import load_rgb
-    from autodetect.errors import ImageError
-
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8))
     exif = image.getexif()
     exif[0x0112] = 6  # "rotate 90": ignored by both decoders
@@ -130,6 +125,7 @@ def test_a_colour_jpeg_decodes_to_pils_pixels_and_a_cut_one_is_refused(tmp_path,
     for cut in (len(data) // 2, len(data) - 64):  # pixel data cut off (only the end marker gone still decodes)
         with pytest.raises(ImageError, match="truncated or corrupt"):
             load_rgb(data[:cut])
+
 
 def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:

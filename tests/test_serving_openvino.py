@@ -161,6 +161,7 @@ def test_the_shapes_images_keep_coming_in_get_a_model_compiled_for_each_with_the
         if shape in session.static:  # what run() used is the static model
             assert np.allclose(session.static[shape].infer({name: image})[0], dynamic[shape], atol=1e-4)
 
+
 def test_serve_auto_picks_the_fastest_export_over_http(artifact, data):
     """A real `autodetect serve --runtime auto` process, after the exports above."""
     export_openvino(artifact, "int8", tolerance=1.0, threads=1)
