@@ -512,8 +512,13 @@ def main() -> int:
         calibration = synthesize(root / "calibration", classes=3, images=16, size=(640, 480), seed=5, image_format="jpg")
         artifacts = {"onnx": artifact} | {f"openvino-{p}": openvino_artifact(artifact, p, calibration, threads)
                                           for p in precisions}
+        from autodetect.models.registry import read_model_card
+
+        hp = read_model_card(artifact)["hyperparameters"]
         print(f"yolov8n at {SIZE}, one {len(image) // 1024} KB 640x480 JPEG a request; {args.rounds} rounds of "
-              f"{args.requests} requests a level", flush=True)
+              f"{args.requests} requests a level; every mode at the card's thresholds: score >= "
+              f"{hp['box_score_threshold']}, NMS IoU {hp['nms_iou_threshold']}, at most "
+              f"{hp['box_detections_per_image']} boxes; autodetect servers batch within {args.max_wait_ms} ms", flush=True)
         naive_port = free_port()
         naive_url = f"http://127.0.0.1:{naive_port}"
         naive_onnx_url = f"http://127.0.0.1:{(naive_onnx_port := free_port())}"
